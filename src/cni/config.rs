@@ -1,0 +1,268 @@
+//! The network configuration on stdin, and the `ipam` stanza podcidr reads from it.
+//!
+//! Parsing is two steps: serde takes the JSON shape (with the failing key's path in the error),
+//! then [`crate::ipam::Pool`] turns addresses and ranges into checked values, naming the field
+//! that is wrong.
+
+use super::error::{CniError, CniResult, code};
+use super::version::SpecVersion;
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::PathBuf;
+
+pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/podcidr";
+/// Longest network name: it names a directory.
+pub const MAX_NETWORK_NAME: usize = 200;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NetConf {
+    #[serde(default)]
+    pub cni_version: String,
+    #[serde(default)]
+    pub name: String,
+    pub ipam: Option<IpamConf>,
+    #[serde(default)]
+    pub runtime_config: RuntimeConfig,
+    #[serde(default)]
+    pub args: Option<ConfArgs>,
+    pub prev_result: Option<Value>,
+    #[serde(rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<GcAttachment>>,
+    /// The spelling used by early 1.1 drafts and some runtimes.
+    #[serde(rename = "cni.dev/attachments")]
+    pub attachments_old: Option<Vec<GcAttachment>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RuntimeConfig {
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfArgs {
+    #[serde(default)]
+    pub cni: Option<ConfCniArgs>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct ConfCniArgs {
+    #[serde(default)]
+    pub ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
+#[serde(rename_all = "camelCase")]
+pub struct GcAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+}
+
+/// host-local's keys, plus podcidr's own. Unknown keys are ignored, as host-local does.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IpamConf {
+    #[serde(default, rename = "type")]
+    pub plugin_type: String,
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub ranges: Vec<Vec<RangeConf>>,
+    /// The legacy single range, as host-local still accepts it.
+    #[serde(flatten)]
+    pub legacy: LegacyRange,
+    #[serde(default)]
+    pub routes: Vec<Value>,
+    pub resolv_conf: Option<PathBuf>,
+    pub data_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    pub log_file: Option<PathBuf>,
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RangeConf {
+    pub subnet: String,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub gateway: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyRange {
+    pub subnet: Option<String>,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub gateway: Option<String>,
+}
+
+/// A parsed config with its spec version checked.
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub version: SpecVersion,
+    pub conf: NetConf,
+    pub ipam: IpamConf,
+}
+
+impl Request {
+    pub fn data_dir(&self) -> PathBuf {
+        self.ipam
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+    }
+
+    /// Addresses asked for through `runtimeConfig.ips`, `args.cni.ips` and CNI_ARGS `IP=`.
+    pub fn requested_ips<'a>(
+        &'a self,
+        env_ips: &'a [String],
+    ) -> impl Iterator<Item = (&'static str, &'a str)> {
+        let from_args = self
+            .conf
+            .args
+            .iter()
+            .flat_map(|a| a.cni.iter())
+            .flat_map(|c| c.ips.iter());
+        env_ips
+            .iter()
+            .map(|s| ("CNI_ARGS IP", s.as_str()))
+            .chain(from_args.map(|s| ("args.cni.ips", s.as_str())))
+            .chain(
+                self.conf
+                    .runtime_config
+                    .ips
+                    .iter()
+                    .map(|s| ("runtimeConfig.ips", s.as_str())),
+            )
+    }
+
+    pub fn gc_attachments(&self) -> Option<&[GcAttachment]> {
+        self.conf
+            .valid_attachments
+            .as_deref()
+            .or(self.conf.attachments_old.as_deref())
+    }
+}
+
+/// The version to answer in, read leniently so that even a config we reject gets an error in
+/// the caller's version where it named one we speak.
+pub fn sniff_version(stdin: &[u8]) -> Option<SpecVersion> {
+    #[derive(Deserialize)]
+    struct V {
+        #[serde(rename = "cniVersion")]
+        v: String,
+    }
+    let v: V = serde_json::from_slice(stdin).ok()?;
+    SpecVersion::parse(&v.v).ok()
+}
+
+pub fn parse(stdin: &[u8]) -> CniResult<Request> {
+    let value: Value = serde_json::from_slice(stdin).map_err(|e| {
+        CniError::new(
+            code::DECODING_FAILURE,
+            format!("the network config on stdin is not valid JSON: {e}"),
+        )
+    })?;
+    if !value.is_object() {
+        return Err(CniError::new(
+            code::DECODING_FAILURE,
+            "the network config on stdin is not a JSON object",
+        ));
+    }
+    let mut conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        CniError::config(&path, e.into_inner())
+    })?;
+    let version = SpecVersion::parse(&conf.cni_version)?;
+    validate_network_name(&conf.name)?;
+    let Some(ipam) = conf.ipam.take() else {
+        return Err(CniError::config(
+            "ipam",
+            "is missing; podcidr is an IPAM plugin and reads its settings there",
+        ));
+    };
+    if let Some(level) = &ipam.log_level {
+        crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
+    }
+    Ok(Request {
+        version,
+        conf,
+        ipam,
+    })
+}
+
+/// libcni's rule for network names; they name a directory under dataDir.
+pub fn validate_network_name(name: &str) -> CniResult<()> {
+    if name.is_empty() {
+        return Err(CniError::config("name", "is missing"));
+    }
+    if name.len() > MAX_NETWORK_NAME {
+        return Err(CniError::config(
+            "name",
+            format!(
+                "is {} bytes long; the limit is {MAX_NETWORK_NAME}",
+                name.len()
+            ),
+        ));
+    }
+    if !super::env::is_safe_name(name) {
+        return Err(CniError::config(
+            "name",
+            "may hold only letters, digits, '_', '.' and '-', and must start with a letter or digit",
+        )
+        .with_details(super::env::printable(name)));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrong_type_names_the_field() {
+        let err = parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"podcidr","ranges":[[{"subnet":5}]]}}"#)
+            .unwrap_err();
+        assert_eq!(err.code, code::INVALID_CONFIG);
+        assert!(
+            err.msg.starts_with("ipam.ranges[0][0].subnet:"),
+            "{}",
+            err.msg
+        );
+    }
+
+    #[test]
+    fn not_json_is_code_6() {
+        assert_eq!(parse(b"{nope").unwrap_err().code, code::DECODING_FAILURE);
+        assert_eq!(parse(b"[]").unwrap_err().code, code::DECODING_FAILURE);
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse(br#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#)
+                .unwrap_err()
+                .code,
+            1
+        );
+        assert_eq!(parse(br#"{"name":"n","ipam":{}}"#).unwrap_err().code, 1);
+        assert_eq!(
+            parse(br#"{"cniVersion":"0.3.1","name":"n","ipam":{}}"#)
+                .unwrap()
+                .version,
+            SpecVersion::V031
+        );
+    }
+
+    #[test]
+    fn hostile_network_names_are_code_7() {
+        for name in ["../etc", "a/b", "..", "", "x\u{0}y"] {
+            let conf = serde_json::json!({"cniVersion":"1.0.0","name":name,"ipam":{}}).to_string();
+            assert_eq!(parse(conf.as_bytes()).unwrap_err().code, 7, "{name:?}");
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! The CNI spec versions podcidr speaks.
+
+use super::error::{CniError, code};
+
+/// Newest first is not required by the spec; this order is the one VERSION prints.
+pub const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+pub const CURRENT: &str = "1.1.0";
+
+/// A supported spec version, ordered by age.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum SpecVersion {
+    V030,
+    V031,
+    V040,
+    V100,
+    V110,
+}
+
+impl SpecVersion {
+    pub fn parse(s: &str) -> Result<Self, CniError> {
+        Ok(match s {
+            "0.3.0" => Self::V030,
+            "0.3.1" => Self::V031,
+            "0.4.0" => Self::V040,
+            "1.0.0" => Self::V100,
+            "1.1.0" => Self::V110,
+            "" => {
+                return Err(CniError::new(
+                    code::INCOMPATIBLE_VERSION,
+                    "cniVersion is missing from the network config (read as 0.1.0, which podcidr does not support)",
+                )
+                .with_details(supported_list()));
+            }
+            other => {
+                return Err(CniError::new(
+                    code::INCOMPATIBLE_VERSION,
+                    format!("incompatible CNI version {other:?}"),
+                )
+                .with_details(supported_list()));
+            }
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::V030 => "0.3.0",
+            Self::V031 => "0.3.1",
+            Self::V040 => "0.4.0",
+            Self::V100 => "1.0.0",
+            Self::V110 => "1.1.0",
+        }
+    }
+
+    /// Results before 1.0.0 carry `ips[].version`.
+    pub fn ips_carry_version(self) -> bool {
+        self < Self::V100
+    }
+}
+
+fn supported_list() -> String {
+    format!("podcidr supports {}", SUPPORTED.join(", "))
+}
+
+/// The VERSION verb's answer.
+pub fn version_info_json() -> String {
+    serde_json::json!({ "cniVersion": CURRENT, "supportedVersions": SUPPORTED }).to_string()
+}

@@ -1,0 +1,486 @@
+//! The lease store: one directory per network, every operation under one `flock`.
+//!
+//! ```text
+//! <dataDir>/<network>/
+//!   lock                        held with flock(2) for the whole operation
+//!   leases/<address>            one JSON record per leased address
+//!   owners/<containerID>:<ifname>  the addresses that attachment holds (the index by owner)
+//!   last_reserved_ip.<set>      where the round robin of range set <set> continues
+//!   pool.json                   the ranges in force, for `podcidr status`
+//! ```
+//!
+//! Crash safety (SIGKILL at any instant) rests on three rules:
+//! 1. An address is taken exactly when `leases/<address>` exists; the file appears whole and at
+//!    once (written aside, then renamed with RENAME_NOREPLACE), so two owners can never both
+//!    create it, and a reader never sees half a record.
+//! 2. The owner index is written before the leases it names. A killed ADD leaves at worst an
+//!    index naming addresses it never took; the retried ADD or the DEL that follows a failed
+//!    ADD finds them through the index and cleans up. Leases are never orphaned.
+//! 3. A result is printed only after every file it describes is in place.
+//!
+//! Nothing is fsynced: the page cache survives a killed process, and a power loss also ends
+//! every container of the node; leases from an earlier boot are reclaimed by boot ID.
+
+pub mod record;
+
+pub use record::{LeaseRecord, OwnerIndex};
+
+use crate::cni::error::{CniError, CniResult};
+use std::collections::HashSet;
+use std::ffi::CString;
+use std::fs::{self, DirBuilder, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub const LEASES: &str = "leases";
+pub const OWNERS: &str = "owners";
+pub const POOL_FILE: &str = "pool.json";
+const LOCK_FILE: &str = "lock";
+const TMP: &str = ".tmp";
+/// Longest textual address (IPv6) plus a newline; the file is rewritten in place at this width.
+const LAST_RESERVED_WIDTH: usize = 40;
+/// Probes of single lease files before the walk lists the whole directory once instead.
+const PROBES_BEFORE_LISTING: u32 = 64;
+
+/// What is at `leases/<address>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseState {
+    Free,
+    Held(Box<LeaseRecord>),
+    /// The file exists (so the address is taken) but cannot be read as a record.
+    Unreadable(String),
+}
+
+/// What is at `owners/<containerID>:<ifname>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OwnerState {
+    None,
+    Held(OwnerIndex),
+    /// Left half-written by a killed ADD, before any lease it would name was taken.
+    Unreadable(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Requests that change the store.
+    Exclusive,
+    /// Readers such as `podcidr status`.
+    Shared,
+}
+
+pub struct Store {
+    dir: PathBuf,
+    _lock: File,
+    probes: u32,
+    /// Filled once a walk has probed too many taken addresses one by one.
+    listed: Option<HashSet<IpAddr>>,
+}
+
+fn private_dir(path: &Path) -> io::Result<()> {
+    DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn create_new(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(512);
+    open_nofollow(path)?.read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// rename(2) that fails with EEXIST instead of replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let (f, t) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both are valid NUL-terminated paths; renameat2 reads them and nothing else.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            libc::AT_FDCWD,
+            f.as_ptr(),
+            libc::AT_FDCWD,
+            t.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // File systems without RENAME_NOREPLACE: link(2) is just as exclusive.
+        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
+            fs::hard_link(from, to)?;
+            fs::remove_file(from)
+        }
+        _ => Err(err),
+    }
+}
+
+pub fn owner_file_name(container_id: &str, ifname: &str) -> String {
+    // Neither a container ID nor an ifname may hold ':', so the name is unambiguous.
+    format!("{container_id}:{ifname}")
+}
+
+/// The kernel's boot ID; `PODCIDR_BOOT_ID` overrides it for tests.
+pub fn boot_id() -> String {
+    if let Some(id) = std::env::var_os("PODCIDR_BOOT_ID") {
+        return id.to_string_lossy().into_owned();
+    }
+    fs::read_to_string("/proc/sys/kernel/random/boot_id")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
+impl Store {
+    pub fn network_dir(data_dir: &Path, network: &str) -> PathBuf {
+        data_dir.join(network)
+    }
+
+    /// Opens (creating it if needed) the store of `network` and takes its lock.
+    pub fn open(data_dir: &Path, network: &str, access: Access) -> CniResult<Store> {
+        let dir = Self::network_dir(data_dir, network);
+        let lock_path = dir.join(LOCK_FILE);
+        let open_lock = || {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&lock_path)
+        };
+        let lock = match open_lock() {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                for sub in [LEASES, OWNERS] {
+                    private_dir(&dir.join(sub)).map_err(|e| {
+                        CniError::io(format!("cannot create the store {}", dir.display()), &e)
+                    })?;
+                }
+                open_lock()
+                    .map_err(|e| CniError::io(format!("cannot open {}", lock_path.display()), &e))?
+            }
+            Err(e) => {
+                return Err(CniError::io(
+                    format!("cannot open {}", lock_path.display()),
+                    &e,
+                ));
+            }
+        };
+        let locked = match access {
+            Access::Exclusive => lock.lock(),
+            Access::Shared => lock.lock_shared(),
+        };
+        locked.map_err(|e| CniError::io(format!("cannot lock {}", lock_path.display()), &e))?;
+        Ok(Store {
+            dir,
+            _lock: lock,
+            probes: 0,
+            listed: None,
+        })
+    }
+
+    /// Opens the store of `network` if it exists: DEL, CHECK and GC never create one.
+    pub fn open_if_present(data_dir: &Path, network: &str) -> CniResult<Option<Store>> {
+        Self::open_existing(&Self::network_dir(data_dir, network), Access::Exclusive)
+    }
+
+    /// Opens an existing store directory; `None` when there is none.
+    pub fn open_existing(dir: &Path, access: Access) -> CniResult<Option<Store>> {
+        let path = dir.join(LOCK_FILE);
+        let lock = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CniError::io(format!("cannot open {}", path.display()), &e)),
+        };
+        let locked = match access {
+            Access::Exclusive => lock.lock(),
+            Access::Shared => lock.lock_shared(),
+        };
+        locked.map_err(|e| CniError::io(format!("cannot lock {}", path.display()), &e))?;
+        Ok(Some(Store {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            probes: 0,
+            listed: None,
+        }))
+    }
+
+    /// Drops what [`Store::is_taken`] learnt from a listing, after leases were removed.
+    pub fn forget_listing(&mut self) {
+        self.listed = None;
+        self.probes = 0;
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn lease_path(&self, ip: IpAddr) -> PathBuf {
+        self.dir.join(LEASES).join(ip.to_string())
+    }
+
+    fn owner_path(&self, container_id: &str, ifname: &str) -> PathBuf {
+        self.dir
+            .join(OWNERS)
+            .join(owner_file_name(container_id, ifname))
+    }
+
+    fn io_err(&self, what: &str, path: &Path, e: &io::Error) -> CniError {
+        CniError::io(format!("cannot {what} {}", path.display()), e)
+    }
+
+    pub fn owner(&self, container_id: &str, ifname: &str) -> CniResult<OwnerState> {
+        let path = self.owner_path(container_id, ifname);
+        match read_small(&path) {
+            Ok(bytes) => Ok(match serde_json::from_slice::<OwnerIndex>(&bytes) {
+                Ok(idx) => OwnerState::Held(idx),
+                Err(e) => OwnerState::Unreadable(e.to_string()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(OwnerState::None),
+            Err(e) => Err(self.io_err("read", &path, &e)),
+        }
+    }
+
+    pub fn lease(&self, ip: IpAddr) -> CniResult<LeaseState> {
+        self.lease_at(&self.lease_path(ip))
+    }
+
+    fn lease_at(&self, path: &Path) -> CniResult<LeaseState> {
+        match read_small(path) {
+            Ok(bytes) => Ok(match serde_json::from_slice::<LeaseRecord>(&bytes) {
+                Ok(rec) => LeaseState::Held(Box::new(rec)),
+                Err(e) => LeaseState::Unreadable(e.to_string()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LeaseState::Free),
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                Ok(LeaseState::Unreadable("is a symbolic link".into()))
+            }
+            Err(e) => Err(self.io_err("read", path, &e)),
+        }
+    }
+
+    /// Whether a lease file exists for `ip`. Cheap per address; after many taken addresses in
+    /// a row it lists the directory once, so a walk through a crowded range stays bounded.
+    pub fn is_taken(&mut self, ip: IpAddr) -> CniResult<bool> {
+        if let Some(listed) = &self.listed {
+            return Ok(listed.contains(&ip));
+        }
+        self.probes += 1;
+        if self.probes > PROBES_BEFORE_LISTING {
+            let listed: HashSet<IpAddr> = self
+                .lease_names()?
+                .into_iter()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            let taken = listed.contains(&ip);
+            self.listed = Some(listed);
+            return Ok(taken);
+        }
+        let path = self.lease_path(ip);
+        match fs::symlink_metadata(&path) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(self.io_err("stat", &path, &e)),
+        }
+    }
+
+    /// File names in `leases/`, without temporary files.
+    pub fn lease_names(&self) -> CniResult<Vec<String>> {
+        self.names_in(LEASES)
+    }
+
+    pub fn owner_names(&self) -> CniResult<Vec<String>> {
+        self.names_in(OWNERS)
+    }
+
+    fn names_in(&self, sub: &str) -> CniResult<Vec<String>> {
+        let path = self.dir.join(sub);
+        let entries = match fs::read_dir(&path) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.io_err("list", &path, &e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.io_err("list", &path, &e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') {
+                names.push(name);
+            }
+        }
+        Ok(names)
+    }
+
+    /// Every lease file with what it holds, sorted by address.
+    pub fn leases(&self) -> CniResult<Vec<(String, LeaseState)>> {
+        let mut out = Vec::new();
+        for name in self.lease_names()? {
+            let state = self.lease_at(&self.dir.join(LEASES).join(&name))?;
+            out.push((name, state));
+        }
+        out.sort_by_key(|(name, _)| {
+            name.parse::<IpAddr>()
+                .map(crate::ipam::pool::to_u128)
+                .unwrap_or(u128::MAX)
+        });
+        Ok(out)
+    }
+
+    pub fn last_reserved(&self, set: usize) -> Option<IpAddr> {
+        let bytes = read_small(&self.dir.join(format!("last_reserved_ip.{set}"))).ok()?;
+        std::str::from_utf8(&bytes).ok()?.trim().parse().ok()
+    }
+
+    /// Rewritten in place at a fixed width: a truncating rewrite costs far more on ext4.
+    pub fn set_last_reserved(&self, set: usize, ip: IpAddr) -> CniResult<()> {
+        let path = self.dir.join(format!("last_reserved_ip.{set}"));
+        let line = format!("{:<w$}\n", ip.to_string(), w = LAST_RESERVED_WIDTH - 1);
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&path)
+            .and_then(|f| f.write_all_at(line.as_bytes(), 0))
+            .map_err(|e| self.io_err("write", &path, &e))
+    }
+
+    /// Records `owner` and then each of its leases (rule 2). Fails with no lease taken if an
+    /// address turns out to be held already.
+    pub fn claim(&mut self, owner: &OwnerIndex, leases: &[LeaseRecord]) -> CniResult<()> {
+        let owner_path = self.owner_path(&owner.container_id, &owner.ifname);
+        let mut bytes = serde_json::to_vec(owner)
+            .map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
+        bytes.push(b'\n');
+        create_new(&owner_path)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(|e| self.io_err("write", &owner_path, &e))?;
+        for (i, lease) in leases.iter().enumerate() {
+            if let Err(e) = self.write_lease(lease) {
+                // Undo what this call took; the index goes last so nothing is orphaned.
+                for done in &leases[..i] {
+                    let _ = fs::remove_file(self.lease_path(done.ip));
+                }
+                let _ = fs::remove_file(&owner_path);
+                return Err(e);
+            }
+        }
+        if let Some(listed) = &mut self.listed {
+            listed.extend(leases.iter().map(|l| l.ip));
+        }
+        Ok(())
+    }
+
+    fn write_lease(&self, lease: &LeaseRecord) -> CniResult<()> {
+        let tmp = self.dir.join(LEASES).join(TMP);
+        let path = self.lease_path(lease.ip);
+        let mut bytes = serde_json::to_vec_pretty(lease)
+            .map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
+        bytes.push(b'\n');
+        // A tmp file left by a killed process is simply replaced.
+        let _ = fs::remove_file(&tmp);
+        create_new(&tmp)
+            .and_then(|mut f| f.write_all(&bytes))
+            .map_err(|e| self.io_err("write", &tmp, &e))?;
+        rename_noreplace(&tmp, &path).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                CniError::new(
+                    crate::cni::error::code::ADDRESS_UNAVAILABLE,
+                    format!("{} was taken by another owner", lease.ip),
+                )
+            } else {
+                self.io_err("write", &path, &e)
+            }
+        })
+    }
+
+    /// Releases what the index of `(container_id, ifname)` names, then the index itself.
+    /// A lease held by someone else is left alone. Returns the addresses released.
+    pub fn release(&self, container_id: &str, ifname: &str) -> CniResult<Vec<IpAddr>> {
+        let ips = match self.owner(container_id, ifname)? {
+            OwnerState::None => return Ok(Vec::new()),
+            OwnerState::Unreadable(_) => Vec::new(),
+            OwnerState::Held(idx) => idx.ips,
+        };
+        let mut released = Vec::new();
+        for ip in ips {
+            let ours = match self.lease(ip)? {
+                LeaseState::Held(rec) => rec.owned_by(container_id, ifname),
+                // Left by this owner's killed ADD: the index predates it, and records appear whole.
+                LeaseState::Unreadable(_) => true,
+                LeaseState::Free => false,
+            };
+            if ours {
+                self.remove(&self.lease_path(ip))?;
+                released.push(ip);
+            }
+        }
+        self.remove(&self.owner_path(container_id, ifname))?;
+        Ok(released)
+    }
+
+    /// Removes one lease file by name, as GC does for leases no index names.
+    pub fn remove_lease_file(&self, name: &str) -> CniResult<()> {
+        self.remove(&self.dir.join(LEASES).join(name))
+    }
+
+    pub fn remove_owner_file(&self, name: &str) -> CniResult<()> {
+        self.remove(&self.dir.join(OWNERS).join(name))
+    }
+
+    fn remove(&self, path: &Path) -> CniResult<()> {
+        match fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.io_err("remove", path, &e)),
+        }
+    }
+
+    pub fn read_pool(&self) -> Option<Vec<u8>> {
+        read_small(&self.dir.join(POOL_FILE)).ok()
+    }
+
+    /// Keeps `pool.json` equal to `bytes`, writing only when it changed.
+    pub fn write_pool(&self, bytes: &[u8]) -> CniResult<()> {
+        if self.read_pool().as_deref() == Some(bytes) {
+            return Ok(());
+        }
+        let tmp = self.dir.join(".pool.tmp");
+        let path = self.dir.join(POOL_FILE);
+        let _ = fs::remove_file(&tmp);
+        create_new(&tmp)
+            .and_then(|mut f| f.write_all(bytes))
+            .and_then(|()| fs::rename(&tmp, &path))
+            .map_err(|e| self.io_err("write", &path, &e))
+    }
+}
