@@ -44,17 +44,9 @@ enum Cmd {
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Cmd::Status {
-            data_dir,
-            network,
-            json,
-        } => status(&data_dir, network.as_deref(), json),
+        Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
         Cmd::Version => {
-            println!(
-                "podcidr {}\nCNI spec versions: {}",
-                env!("CARGO_PKG_VERSION"),
-                SUPPORTED.join(", ")
-            );
+            println!("podcidr {}\nCNI spec versions: {}", env!("CARGO_PKG_VERSION"), SUPPORTED.join(", "));
             Ok(())
         }
     };
@@ -99,13 +91,8 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
     let Some(store) = Store::open_existing(dir, Access::Shared).map_err(|e| e.msg)? else {
         return Ok(None);
     };
-    let pool_doc: Option<serde_json::Value> = store
-        .read_pool()
-        .and_then(|b| serde_json::from_slice(&b).ok());
-    let mode = pool_doc
-        .as_ref()
-        .and_then(|d| d["mode"].as_str())
-        .map(String::from);
+    let pool_doc: Option<serde_json::Value> = store.read_pool().and_then(|b| serde_json::from_slice(&b).ok());
+    let mode = pool_doc.as_ref().and_then(|d| d["mode"].as_str()).map(String::from);
     let pool: Option<Pool> = pool_doc.and_then(|d| serde_json::from_value(d).ok());
     let mut st = NetworkStatus {
         name: name.to_string(),
@@ -135,11 +122,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
             let mut subnets: Vec<String> = set.iter().map(|r| r.subnet.to_string()).collect();
             subnets.dedup();
             st.range_sets.push(RangeSetStatus {
-                family: if set[0].range_start.is_ipv4() {
-                    "IPv4"
-                } else {
-                    "IPv6"
-                },
+                family: if set[0].range_start.is_ipv4() { "IPv4" } else { "IPv6" },
                 subnets,
                 allocated: allocated[i],
                 capacity: pool.capacity(i),
@@ -165,31 +148,20 @@ fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String>
         if let Some(st) = network_status(name, &data_dir.join(name))? {
             networks.push(st);
         } else if only.is_some() {
-            return Err(format!(
-                "no store for network {name:?} in {}",
-                data_dir.display()
-            ));
+            return Err(format!("no store for network {name:?} in {}", data_dir.display()));
         }
     }
     let mut out = std::io::stdout().lock();
     let res = if json {
         let doc = serde_json::json!({ "dataDir": data_dir, "networks": networks });
-        writeln!(
-            out,
-            "{}",
-            serde_json::to_string_pretty(&doc).unwrap_or_default()
-        )
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
     } else {
         write_human(&mut out, data_dir, &networks)
     };
     res.map_err(|e| format!("cannot write the status: {e}"))
 }
 
-fn write_human(
-    out: &mut impl Write,
-    data_dir: &Path,
-    networks: &[NetworkStatus],
-) -> std::io::Result<()> {
+fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]) -> std::io::Result<()> {
     if networks.is_empty() {
         return writeln!(out, "No networks in {}", data_dir.display());
     }
@@ -200,22 +172,11 @@ fn write_human(
         let mode = n.mode.as_deref().unwrap_or("unknown");
         writeln!(out, "Network {} (mode {mode}, {})", n.name, n.dir.display())?;
         for rs in &n.range_sets {
-            writeln!(
-                out,
-                "{}: {}/{} allocated from {}",
-                rs.family,
-                rs.allocated,
-                rs.capacity,
-                rs.subnets.join(", ")
-            )?;
+            writeln!(out, "{}: {}/{} allocated from {}", rs.family, rs.allocated, rs.capacity, rs.subnets.join(", "))?;
         }
         writeln!(out, "Allocated addresses:")?;
         for rec in &n.leases {
-            let outside = if n.outside_ranges.contains(&rec.ip) {
-                " [outside the configured ranges]"
-            } else {
-                ""
-            };
+            let outside = if n.outside_ranges.contains(&rec.ip) { " [outside the configured ranges]" } else { "" };
             writeln!(out, "  {} ({}){outside}", rec.ip, rec.owner_label())?;
         }
         for u in &n.unreadable {

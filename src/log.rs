@@ -9,24 +9,18 @@ use tracing::level_filters::LevelFilter;
 pub const DEFAULT_LEVEL: LevelFilter = LevelFilter::WARN;
 
 pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
-    s.parse::<LevelFilter>().map_err(|_| {
-        format!("{s:?} is not a log level; use error, warn, info, debug, trace or off")
-    })
+    s.parse::<LevelFilter>()
+        .map_err(|_| format!("{s:?} is not a log level; use error, warn, info, debug, trace or off"))
 }
 
 /// Installs the subscriber. A log file that cannot be opened falls back to stderr: logging
 /// must never be the reason a pod gets no address.
 pub fn init(file: Option<&Path>, level: Option<&str>) {
-    let level = level
-        .and_then(|l| parse_level(l).ok())
-        .unwrap_or(DEFAULT_LEVEL);
+    let level = level.and_then(|l| parse_level(l).ok()).unwrap_or(DEFAULT_LEVEL);
     if level == LevelFilter::OFF {
         return;
     }
-    let builder = tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(false)
-        .with_target(false);
+    let builder = tracing_subscriber::fmt().with_max_level(level).with_ansi(false).with_target(false);
     let opened = file.map(|p| (p, OpenOptions::new().create(true).append(true).open(p)));
     match opened {
         Some((_, Ok(f))) => {
@@ -34,10 +28,7 @@ pub fn init(file: Option<&Path>, level: Option<&str>) {
         }
         Some((p, Err(e))) => {
             let _ = builder.with_writer(std::io::stderr).try_init();
-            tracing::warn!(
-                "cannot open logFile {}: {e}; logging to stderr",
-                p.display()
-            );
+            tracing::warn!("cannot open logFile {}: {e}; logging to stderr", p.display());
         }
         None => {
             let _ = builder.with_writer(std::io::stderr).try_init();

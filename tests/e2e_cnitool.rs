@@ -36,8 +36,7 @@ fn effective_uid() -> Option<u32> {
 }
 
 fn in_path(prog: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
+    std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(prog).is_file()))
 }
 
 fn missing_prerequisite() -> Option<String> {
@@ -64,9 +63,7 @@ fn prerequisites_met(test: &str) -> bool {
     if std::env::var("PODCIDR_E2E").as_deref() == Ok("1") {
         panic!("{test}: PODCIDR_E2E=1 but {reason}");
     }
-    eprintln!(
-        "{test}: skipped: {reason} (scripts/install-cnitool.sh installs the tools; run as root)"
-    );
+    eprintln!("{test}: skipped: {reason} (scripts/install-cnitool.sh installs the tools; run as root)");
     false
 }
 
@@ -83,8 +80,7 @@ fn describe(cmd: &Command) -> String {
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
+    cmd.output().unwrap_or_else(|e| panic!("cannot run `{}`: {e}", describe(cmd)))
 }
 
 fn report(cmd: &Command, out: &Output) -> String {
@@ -121,10 +117,7 @@ struct SavedForwarding {
     saved: Vec<(&'static str, String)>,
 }
 
-static FORWARDING: Mutex<SavedForwarding> = Mutex::new(SavedForwarding {
-    users: 0,
-    saved: Vec::new(),
-});
+static FORWARDING: Mutex<SavedForwarding> = Mutex::new(SavedForwarding { users: 0, saved: Vec::new() });
 
 struct ForwardingGuard;
 
@@ -134,11 +127,7 @@ impl ForwardingGuard {
         if f.users == 0 {
             f.saved = [IP_FORWARD, IP6_FORWARD]
                 .into_iter()
-                .filter_map(|p| {
-                    fs::read_to_string(p)
-                        .ok()
-                        .map(|v| (p, v.trim().to_string()))
-                })
+                .filter_map(|p| fs::read_to_string(p).ok().map(|v| (p, v.trim().to_string())))
                 .collect();
         }
         f.users += 1;
@@ -237,38 +226,24 @@ impl<'a> World<'a> {
     fn new(case: &'a Case) -> Self {
         // Two processes running the same test would tear down each other's namespaces.
         let lock_path = std::env::temp_dir().join(format!("podcidr-e2e-{}.lock", case.tag));
-        let lock = File::create(&lock_path)
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
-        lock.lock()
-            .unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+        let lock = File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+        lock.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
         // Leftovers of an interrupted run with the same names.
         clean_host(case);
 
         let plugin_dir = tempfile::tempdir().expect("tempdir");
-        std::os::unix::fs::symlink(
-            env!("CARGO_BIN_EXE_podcidr"),
-            plugin_dir.path().join("podcidr"),
-        )
-        .expect("symlink the podcidr binary");
+        std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_podcidr"), plugin_dir.path().join("podcidr"))
+            .expect("symlink the podcidr binary");
         let conf_dir = tempfile::tempdir().expect("tempdir");
         let data_dir = tempfile::tempdir().expect("tempdir");
         let conf = case.conflist(data_dir.path());
         fs::write(
-            conf_dir
-                .path()
-                .join(format!("10-{}.conflist", case.network())),
+            conf_dir.path().join(format!("10-{}.conflist", case.network())),
             serde_json::to_vec_pretty(&conf).unwrap(),
         )
         .expect("write the conflist");
 
-        let world = World {
-            case,
-            _lock: lock,
-            _forwarding: ForwardingGuard::new(),
-            plugin_dir,
-            conf_dir,
-            data_dir,
-        };
+        let world = World { case, _lock: lock, _forwarding: ForwardingGuard::new(), plugin_dir, conf_dir, data_dir };
         for ns in case.netns() {
             must(ip().args(["netns", "add", &ns]));
         }
@@ -283,10 +258,7 @@ impl<'a> World<'a> {
         let mut cmd = Command::new("cnitool");
         cmd.args([verb, &self.case.network()])
             .arg(Self::netns_path(ns))
-            .env(
-                "CNI_PATH",
-                format!("{}:{CNI_PLUGINS}", self.plugin_dir.path().display()),
-            )
+            .env("CNI_PATH", format!("{}:{CNI_PLUGINS}", self.plugin_dir.path().display()))
             .env("NETCONFPATH", self.conf_dir.path())
             .env_remove("CAP_ARGS")
             .env_remove("CNI_ARGS")
@@ -297,10 +269,7 @@ impl<'a> World<'a> {
 
     fn status(&self, json: bool) -> String {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_podcidr"));
-        cmd.arg("status")
-            .arg("--data-dir")
-            .arg(self.data_dir.path())
-            .env_remove("CNI_COMMAND");
+        cmd.arg("status").arg("--data-dir").arg(self.data_dir.path()).env_remove("CNI_COMMAND");
         if json {
             cmd.arg("--json");
         }
@@ -348,16 +317,9 @@ fn result_ips(result: &Value) -> Vec<(IpAddr, u8)> {
         .unwrap_or_else(|| panic!("result without ips: {result}"))
         .iter()
         .map(|ip| {
-            let s = ip["address"]
-                .as_str()
-                .unwrap_or_else(|| panic!("ips[] without address: {result}"));
-            let (addr, len) = s
-                .split_once('/')
-                .unwrap_or_else(|| panic!("address {s} is not a CIDR"));
-            (
-                addr.parse().unwrap_or_else(|e| panic!("{s}: {e}")),
-                len.parse().unwrap_or_else(|e| panic!("{s}: {e}")),
-            )
+            let s = ip["address"].as_str().unwrap_or_else(|| panic!("ips[] without address: {result}"));
+            let (addr, len) = s.split_once('/').unwrap_or_else(|| panic!("address {s} is not a CIDR"));
+            (addr.parse().unwrap_or_else(|e| panic!("{s}: {e}")), len.parse().unwrap_or_else(|e| panic!("{s}: {e}")))
         })
         .collect()
 }
@@ -365,8 +327,7 @@ fn result_ips(result: &Value) -> Vec<(IpAddr, u8)> {
 /// The addresses `ip -j addr show` lists on eth0 inside `ns`, as (address, flags) pairs.
 fn addrs_in_netns(ns: &str, family: &str) -> Vec<(IpAddr, Value)> {
     let out = must(ip().args(["-n", ns, family, "-j", "addr", "show", "dev", "eth0"]));
-    let links: Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j addr: {e}: {out}"));
+    let links: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j addr: {e}: {out}"));
     links
         .as_array()
         .into_iter()
@@ -384,15 +345,7 @@ fn ping(from_ns: &str, to: IpAddr) {
     // One retry: the first echo of a fresh link can be lost while neighbours are resolved.
     for _ in 0..2 {
         let mut cmd = ip();
-        cmd.args([
-            "netns",
-            "exec",
-            from_ns,
-            "ping",
-            "-c1",
-            "-W2",
-            &to.to_string(),
-        ]);
+        cmd.args(["netns", "exec", from_ns, "ping", "-c1", "-W2", &to.to_string()]);
         let out = run(&mut cmd);
         if out.status.success() {
             return;
@@ -411,62 +364,32 @@ struct Attached {
 fn add(world: &World, ns: &str) -> Attached {
     let case = world.case;
     let out = must(&mut world.cnitool("add", ns));
-    let result: Value = serde_json::from_str(&out)
-        .unwrap_or_else(|e| panic!("cnitool add printed no JSON ({e}): {out}"));
+    let result: Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("cnitool add printed no JSON ({e}): {out}"));
     eprintln!("{}: ADD {ns}: {}", case.tag, result["ips"]);
     let ips = result_ips(&result);
-    assert_eq!(
-        ips.len(),
-        if case.dual_stack { 2 } else { 1 },
-        "one address per range set expected: {result}"
-    );
+    assert_eq!(ips.len(), if case.dual_stack { 2 } else { 1 }, "one address per range set expected: {result}");
 
     let v4: Vec<_> = ips.iter().filter(|(ip, _)| ip.is_ipv4()).collect();
     assert_eq!(v4.len(), 1, "one IPv4 address expected: {result}");
     let (v4, len) = *v4[0];
-    assert!(
-        case.in_v4_subnet(v4),
-        "{v4} is not in 10.250.{}.0/24",
-        case.x
-    );
+    assert!(case.in_v4_subnet(v4), "{v4} is not in 10.250.{}.0/24", case.x);
     assert_eq!(len, 24, "{v4}: prefix length");
-    assert_ne!(
-        v4,
-        IpAddr::V4(case.v4_gateway()),
-        "the gateway was handed out"
-    );
-    assert_ne!(
-        v4,
-        IpAddr::V4(Ipv4Addr::new(10, 250, case.x, 0)),
-        "network address"
-    );
-    assert_ne!(
-        v4,
-        IpAddr::V4(Ipv4Addr::new(10, 250, case.x, 255)),
-        "broadcast address"
-    );
+    assert_ne!(v4, IpAddr::V4(case.v4_gateway()), "the gateway was handed out");
+    assert_ne!(v4, IpAddr::V4(Ipv4Addr::new(10, 250, case.x, 0)), "network address");
+    assert_ne!(v4, IpAddr::V4(Ipv4Addr::new(10, 250, case.x, 255)), "broadcast address");
     let gw = result["ips"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|i| {
-            i["address"]
-                .as_str()
-                .is_some_and(|a| a.starts_with(&format!("{v4}/")))
-        })
+        .find(|i| i["address"].as_str().is_some_and(|a| a.starts_with(&format!("{v4}/"))))
         .and_then(|i| i["gateway"].as_str())
         .map(str::to_string);
-    assert_eq!(
-        gw,
-        Some(case.v4_gateway().to_string()),
-        "IPv4 gateway: {result}"
-    );
+    assert_eq!(gw, Some(case.v4_gateway().to_string()), "IPv4 gateway: {result}");
 
     let in_ns = addrs_in_netns(ns, "-4");
     assert!(
-        in_ns
-            .iter()
-            .any(|(a, info)| *a == v4 && info["prefixlen"] == 24),
+        in_ns.iter().any(|(a, info)| *a == v4 && info["prefixlen"] == 24),
         "{v4}/24 is not on eth0 in {ns}: {in_ns:?}"
     );
 
@@ -476,32 +399,17 @@ fn add(world: &World, ns: &str) -> Attached {
         let (v6, len) = *v6[0];
         assert!(case.in_v6_subnet(v6), "{v6} is not in {}", case.v6_subnet());
         assert_eq!(len, 64, "{v6}: prefix length");
-        let gw6 = IpAddr::V6(Ipv6Addr::new(
-            0xfd00,
-            0x250,
-            u16::from(case.x),
-            0,
-            0,
-            0,
-            0,
-            1,
-        ));
+        let gw6 = IpAddr::V6(Ipv6Addr::new(0xfd00, 0x250, u16::from(case.x), 0, 0, 0, 0, 1));
         assert_ne!(v6, gw6, "the IPv6 gateway was handed out");
         // Possibly still tentative (DAD): listed is enough.
         let in_ns = addrs_in_netns(ns, "-6");
         assert!(
-            in_ns
-                .iter()
-                .any(|(a, info)| *a == v6 && info["prefixlen"] == 64),
+            in_ns.iter().any(|(a, info)| *a == v6 && info["prefixlen"] == 64),
             "{v6}/64 is not on eth0 in {ns}: {in_ns:?}"
         );
         v6
     });
-    Attached {
-        ns: ns.to_string(),
-        v4,
-        v6,
-    }
+    Attached { ns: ns.to_string(), v4, v6 }
 }
 
 fn run_case(test: &str, case: Case) {
@@ -528,15 +436,10 @@ fn run_case(test: &str, case: Case) {
 
     // The operator's view lists both holders.
     let human = world.status(false);
-    let all: Vec<IpAddr> = [&a, &b]
-        .iter()
-        .flat_map(|at| std::iter::once(at.v4).chain(at.v6))
-        .collect();
+    let all: Vec<IpAddr> = [&a, &b].iter().flat_map(|at| std::iter::once(at.v4).chain(at.v6)).collect();
     for ip in &all {
         assert!(
-            human
-                .lines()
-                .any(|l| l.trim_start().starts_with(&format!("{ip} ("))),
+            human.lines().any(|l| l.trim_start().starts_with(&format!("{ip} ("))),
             "status does not list {ip}:\n{human}"
         );
     }
@@ -546,11 +449,7 @@ fn run_case(test: &str, case: Case) {
     for at in [&a, &b] {
         must(&mut world.cnitool("del", &at.ns));
         let out = run(ip().args(["-n", &at.ns, "link", "show", "eth0"]));
-        assert!(
-            !out.status.success(),
-            "eth0 is still in {} after DEL",
-            at.ns
-        );
+        assert!(!out.status.success(), "eth0 is still in {} after DEL", at.ns);
     }
 
     for sub in ["leases", "owners"] {
@@ -560,19 +459,12 @@ fn run_case(test: &str, case: Case) {
             .flatten()
             .map(|e| e.file_name())
             .collect();
-        assert!(
-            left.is_empty(),
-            "{} still holds {left:?} after DEL",
-            dir.display()
-        );
+        assert!(left.is_empty(), "{} still holds {left:?} after DEL", dir.display());
     }
     assert_allocated(&world, expected_sets, 0);
     let human = world.status(false);
     for ip in &all {
-        assert!(
-            !human.contains(&format!(" {ip} (")),
-            "status still lists {ip} after DEL:\n{human}"
-        );
+        assert!(!human.contains(&format!(" {ip} (")), "status still lists {ip} after DEL:\n{human}");
     }
 
     drop(world);
@@ -582,53 +474,25 @@ fn run_case(test: &str, case: Case) {
 /// `podcidr status --json`: this network has `sets` range sets, each with `n` allocated.
 fn assert_allocated(world: &World, sets: usize, n: u64) {
     let out = world.status(true);
-    let doc: Value =
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"));
+    let doc: Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("status --json: {e}: {out}"));
     let net = doc["networks"]
         .as_array()
         .and_then(|ns| ns.iter().find(|n| n["name"] == world.case.network()))
-        .unwrap_or_else(|| {
-            panic!(
-                "status --json does not show {}: {out}",
-                world.case.network()
-            )
-        });
+        .unwrap_or_else(|| panic!("status --json does not show {}: {out}", world.case.network()));
     let range_sets = net["rangeSets"].as_array().cloned().unwrap_or_default();
     assert_eq!(range_sets.len(), sets, "range sets in status: {out}");
     for rs in &range_sets {
-        assert_eq!(
-            rs["allocated"].as_u64(),
-            Some(n),
-            "allocated in {rs}: {out}"
-        );
+        assert_eq!(rs["allocated"].as_u64(), Some(n), "allocated in {rs}: {out}");
     }
-    assert_eq!(
-        net["leases"].as_array().map(Vec::len),
-        Some(n as usize * sets),
-        "leases in status: {out}"
-    );
+    assert_eq!(net["leases"].as_array().map(Vec::len), Some(n as usize * sets), "leases in status: {out}");
 }
 
 #[test]
 fn bridge_ipv4_two_namespaces() {
-    run_case(
-        "bridge_ipv4_two_namespaces",
-        Case {
-            tag: "v4",
-            x: 1,
-            dual_stack: false,
-        },
-    );
+    run_case("bridge_ipv4_two_namespaces", Case { tag: "v4", x: 1, dual_stack: false });
 }
 
 #[test]
 fn bridge_dual_stack_two_namespaces() {
-    run_case(
-        "bridge_dual_stack_two_namespaces",
-        Case {
-            tag: "ds",
-            x: 2,
-            dual_stack: true,
-        },
-    );
+    run_case("bridge_dual_stack_two_namespaces", Case { tag: "ds", x: 2, dual_stack: true });
 }

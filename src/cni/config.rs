@@ -110,41 +110,21 @@ pub struct Request {
 
 impl Request {
     pub fn data_dir(&self) -> PathBuf {
-        self.ipam
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+        self.ipam.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
     }
 
     /// Addresses asked for through `runtimeConfig.ips`, `args.cni.ips` and CNI_ARGS `IP=`.
-    pub fn requested_ips<'a>(
-        &'a self,
-        env_ips: &'a [String],
-    ) -> impl Iterator<Item = (&'static str, &'a str)> {
-        let from_args = self
-            .conf
-            .args
-            .iter()
-            .flat_map(|a| a.cni.iter())
-            .flat_map(|c| c.ips.iter());
+    pub fn requested_ips<'a>(&'a self, env_ips: &'a [String]) -> impl Iterator<Item = (&'static str, &'a str)> {
+        let from_args = self.conf.args.iter().flat_map(|a| a.cni.iter()).flat_map(|c| c.ips.iter());
         env_ips
             .iter()
             .map(|s| ("CNI_ARGS IP", s.as_str()))
             .chain(from_args.map(|s| ("args.cni.ips", s.as_str())))
-            .chain(
-                self.conf
-                    .runtime_config
-                    .ips
-                    .iter()
-                    .map(|s| ("runtimeConfig.ips", s.as_str())),
-            )
+            .chain(self.conf.runtime_config.ips.iter().map(|s| ("runtimeConfig.ips", s.as_str())))
     }
 
     pub fn gc_attachments(&self) -> Option<&[GcAttachment]> {
-        self.conf
-            .valid_attachments
-            .as_deref()
-            .or(self.conf.attachments_old.as_deref())
+        self.conf.valid_attachments.as_deref().or(self.conf.attachments_old.as_deref())
     }
 }
 
@@ -162,16 +142,10 @@ pub fn sniff_version(stdin: &[u8]) -> Option<SpecVersion> {
 
 pub fn parse(stdin: &[u8]) -> CniResult<Request> {
     let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(
-            code::DECODING_FAILURE,
-            format!("the network config on stdin is not valid JSON: {e}"),
-        )
+        CniError::new(code::DECODING_FAILURE, format!("the network config on stdin is not valid JSON: {e}"))
     })?;
     if !value.is_object() {
-        return Err(CniError::new(
-            code::DECODING_FAILURE,
-            "the network config on stdin is not a JSON object",
-        ));
+        return Err(CniError::new(code::DECODING_FAILURE, "the network config on stdin is not a JSON object"));
     }
     let mut conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -180,19 +154,12 @@ pub fn parse(stdin: &[u8]) -> CniResult<Request> {
     let version = SpecVersion::parse(&conf.cni_version)?;
     validate_network_name(&conf.name)?;
     let Some(ipam) = conf.ipam.take() else {
-        return Err(CniError::config(
-            "ipam",
-            "is missing; podcidr is an IPAM plugin and reads its settings there",
-        ));
+        return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
     };
     if let Some(level) = &ipam.log_level {
         crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
     }
-    Ok(Request {
-        version,
-        conf,
-        ipam,
-    })
+    Ok(Request { version, conf, ipam })
 }
 
 /// libcni's rule for network names; they name a directory under dataDir.
@@ -201,13 +168,7 @@ pub fn validate_network_name(name: &str) -> CniResult<()> {
         return Err(CniError::config("name", "is missing"));
     }
     if name.len() > MAX_NETWORK_NAME {
-        return Err(CniError::config(
-            "name",
-            format!(
-                "is {} bytes long; the limit is {MAX_NETWORK_NAME}",
-                name.len()
-            ),
-        ));
+        return Err(CniError::config("name", format!("is {} bytes long; the limit is {MAX_NETWORK_NAME}", name.len())));
     }
     if !super::env::is_safe_name(name) {
         return Err(CniError::config(
@@ -228,11 +189,7 @@ mod tests {
         let err = parse(br#"{"cniVersion":"1.0.0","name":"n","ipam":{"type":"podcidr","ranges":[[{"subnet":5}]]}}"#)
             .unwrap_err();
         assert_eq!(err.code, code::INVALID_CONFIG);
-        assert!(
-            err.msg.starts_with("ipam.ranges[0][0].subnet:"),
-            "{}",
-            err.msg
-        );
+        assert!(err.msg.starts_with("ipam.ranges[0][0].subnet:"), "{}", err.msg);
     }
 
     #[test]
@@ -243,19 +200,9 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(
-            parse(br#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#)
-                .unwrap_err()
-                .code,
-            1
-        );
+        assert_eq!(parse(br#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#).unwrap_err().code, 1);
         assert_eq!(parse(br#"{"name":"n","ipam":{}}"#).unwrap_err().code, 1);
-        assert_eq!(
-            parse(br#"{"cniVersion":"0.3.1","name":"n","ipam":{}}"#)
-                .unwrap()
-                .version,
-            SpecVersion::V031
-        );
+        assert_eq!(parse(br#"{"cniVersion":"0.3.1","name":"n","ipam":{}}"#).unwrap().version, SpecVersion::V031);
     }
 
     #[test]

@@ -25,9 +25,7 @@ impl Command {
             other => {
                 return Err(CniError::env(
                     "CNI_COMMAND",
-                    format!(
-                        "unknown command {other:?}; expected ADD, DEL, CHECK, VERSION, GC or STATUS"
-                    ),
+                    format!("unknown command {other:?}; expected ADD, DEL, CHECK, VERSION, GC or STATUS"),
                 ));
             }
         })
@@ -77,13 +75,7 @@ impl CniArgs {
                 "K8S_POD_NAME" => args.pod_name = keep(),
                 "K8S_POD_UID" => args.pod_uid = keep(),
                 "K8S_POD_INFRA_CONTAINER_ID" => args.infra_container_id = keep(),
-                "IP" => args.ips.extend(
-                    value
-                        .split(',')
-                        .map(str::trim)
-                        .filter(|s| !s.is_empty())
-                        .map(String::from),
-                ),
+                "IP" => args.ips.extend(value.split(',').map(str::trim).filter(|s| !s.is_empty()).map(String::from)),
                 _ => {}
             }
         }
@@ -108,9 +100,7 @@ impl CniEnv {
         let var = |name: &str| -> CniResult<String> {
             match get(name) {
                 None => Ok(String::new()),
-                Some(v) => v
-                    .into_string()
-                    .map_err(|_| CniError::env(name, "is not valid UTF-8")),
+                Some(v) => v.into_string().map_err(|_| CniError::env(name, "is not valid UTF-8")),
             }
         };
         let command = var("CNI_COMMAND")?;
@@ -131,19 +121,11 @@ impl CniEnv {
             if netns.contains('\0') || netns.len() > 4096 {
                 return Err(CniError::env("CNI_NETNS", "is not a usable path"));
             }
-            Some(Attachment {
-                container_id,
-                ifname,
-                netns,
-            })
+            Some(Attachment { container_id, ifname, netns })
         } else {
             None
         };
-        Ok(CniEnv {
-            command,
-            attachment,
-            args,
-        })
+        Ok(CniEnv { command, attachment, args })
     }
 }
 
@@ -154,17 +136,14 @@ pub fn validate_container_id(id: &str) -> CniResult<()> {
         return Err(CniError::env(VAR, "is not set"));
     }
     if id.len() > MAX_CONTAINER_ID {
-        return Err(CniError::env(
-            VAR,
-            format!(
-                "is {} bytes long; the limit is {MAX_CONTAINER_ID}",
-                id.len()
-            ),
-        ));
+        return Err(CniError::env(VAR, format!("is {} bytes long; the limit is {MAX_CONTAINER_ID}", id.len())));
     }
     if !is_safe_name(id) {
-        return Err(CniError::env(VAR, "may hold only letters, digits, '_', '.' and '-', and must start with a letter or digit")
-            .with_details(printable(id)));
+        return Err(CniError::env(
+            VAR,
+            "may hold only letters, digits, '_', '.' and '-', and must start with a letter or digit",
+        )
+        .with_details(printable(id)));
     }
     Ok(())
 }
@@ -176,22 +155,11 @@ pub fn validate_ifname(name: &str) -> CniResult<()> {
         return Err(CniError::env(VAR, "is not set"));
     }
     if name.len() > MAX_IFNAME {
-        return Err(CniError::env(
-            VAR,
-            format!("is {} bytes long; the limit is {MAX_IFNAME}", name.len()),
-        ));
+        return Err(CniError::env(VAR, format!("is {} bytes long; the limit is {MAX_IFNAME}", name.len())));
     }
-    if name == "."
-        || name == ".."
-        || name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace())
-    {
-        return Err(CniError::env(
-            VAR,
-            "must not be '.', '..' or contain '/', ':', NUL or white space",
-        )
-        .with_details(printable(name)));
+    if name == "." || name == ".." || name.chars().any(|c| c == '/' || c == ':' || c == '\0' || c.is_whitespace()) {
+        return Err(CniError::env(VAR, "must not be '.', '..' or contain '/', ':', NUL or white space")
+            .with_details(printable(name)));
     }
     Ok(())
 }
@@ -230,10 +198,7 @@ mod tests {
 
     #[test]
     fn cni_args_ip_list() {
-        assert_eq!(
-            CniArgs::parse("IP=10.0.0.5, fd00::5").ips,
-            vec!["10.0.0.5", "fd00::5"]
-        );
+        assert_eq!(CniArgs::parse("IP=10.0.0.5, fd00::5").ips, vec!["10.0.0.5", "fd00::5"]);
     }
 
     #[test]
@@ -241,17 +206,7 @@ mod tests {
         for bad in ["../x", "a/b", "..", ".", "", "a\0b", "-a", &"a".repeat(201)] {
             assert!(validate_container_id(bad).is_err(), "{bad:?}");
         }
-        for bad in [
-            "../x",
-            "a/b",
-            "..",
-            ".",
-            "",
-            "a:b",
-            "a b",
-            "a\0b",
-            "sixteen-chars-xx",
-        ] {
+        for bad in ["../x", "a/b", "..", ".", "", "a:b", "a b", "a\0b", "sixteen-chars-xx"] {
             assert!(validate_ifname(bad).is_err(), "{bad:?}");
         }
         assert!(validate_container_id(&"f".repeat(64)).is_ok());

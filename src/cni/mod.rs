@@ -17,12 +17,7 @@ use version::SpecVersion;
 pub fn run() -> ExitCode {
     let mut stdin = Vec::new();
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&mut stdin)))
-        .unwrap_or_else(|_| {
-            Err(CniError::new(
-                code::INTERNAL,
-                "podcidr hit an internal error (a bug); see stderr",
-            ))
-        });
+        .unwrap_or_else(|_| Err(CniError::new(code::INTERNAL, "podcidr hit an internal error (a bug); see stderr")));
     let (text, status) = match outcome {
         Ok(Some(out)) => (out, ExitCode::SUCCESS),
         Ok(None) => return ExitCode::SUCCESS,
@@ -43,9 +38,7 @@ fn handle(stdin: &mut Vec<u8>) -> CniResult<Option<String>> {
     if matches!(&env, Ok(e) if e.command == Command::Version) {
         return Ok(Some(version::version_info_json()));
     }
-    std::io::stdin()
-        .read_to_end(stdin)
-        .map_err(|e| CniError::io("cannot read the network config from stdin", &e))?;
+    std::io::stdin().read_to_end(stdin).map_err(|e| CniError::io("cannot read the network config from stdin", &e))?;
     let env = env?;
     let req = config::parse(stdin)?;
     crate::log::init(req.ipam.log_file.as_deref(), req.ipam.log_level.as_deref());

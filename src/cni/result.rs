@@ -42,12 +42,7 @@ impl IpamResult {
             .map(|ip| {
                 let mut o = json!({ "address": ip.address.to_string() });
                 if version.ips_carry_version() {
-                    o["version"] = if ip.address.addr().is_ipv4() {
-                        "4"
-                    } else {
-                        "6"
-                    }
-                    .into();
+                    o["version"] = if ip.address.addr().is_ipv4() { "4" } else { "6" }.into();
                 }
                 if let Some(gw) = ip.gateway {
                     o["gateway"] = gw.to_string().into();
@@ -68,11 +63,7 @@ impl IpamResult {
 
 /// The `ips[].address` values of a `prevResult`, for CHECK.
 pub fn prev_result_ips(prev: &Value) -> Option<Vec<IpNet>> {
-    prev.get("ips")?
-        .as_array()?
-        .iter()
-        .map(|ip| ip.get("address")?.as_str()?.parse().ok())
-        .collect()
+    prev.get("ips")?.as_array()?.iter().map(|ip| ip.get("address")?.as_str()?.parse().ok()).collect()
 }
 
 #[cfg(test)]
@@ -81,10 +72,7 @@ mod tests {
 
     fn sample() -> IpamResult {
         IpamResult {
-            ips: vec![IpConfig {
-                address: "10.1.0.5/24".parse().unwrap(),
-                gateway: Some("10.1.0.1".parse().unwrap()),
-            }],
+            ips: vec![IpConfig { address: "10.1.0.5/24".parse().unwrap(), gateway: Some("10.1.0.1".parse().unwrap()) }],
             routes: vec![json!({"dst": "0.0.0.0/0"})],
             dns: None,
         }

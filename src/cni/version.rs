@@ -32,11 +32,8 @@ impl SpecVersion {
                 .with_details(supported_list()));
             }
             other => {
-                return Err(CniError::new(
-                    code::INCOMPATIBLE_VERSION,
-                    format!("incompatible CNI version {other:?}"),
-                )
-                .with_details(supported_list()));
+                return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("incompatible CNI version {other:?}"))
+                    .with_details(supported_list()));
             }
         })
     }

@@ -1,5 +1,6 @@
 //! The IPAM verbs: what ADD, DEL, CHECK, GC and STATUS do with a pool and a store.
 
+pub mod gc;
 pub mod pool;
 pub mod resolv;
 
@@ -18,23 +19,15 @@ use tracing::{info, warn};
 
 fn ip_config(pool: &Pool, set: usize, ip: IpAddr) -> IpConfig {
     let range = pool.range_sets[set].iter().find(|r| r.contains(ip));
-    let prefix = range
-        .map(|r| r.subnet.prefix_len())
-        .unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
-    IpConfig {
-        address: IpNet::new(ip, prefix).unwrap_or_else(|_| IpNet::from(ip)),
-        gateway: range.map(|r| r.gateway),
-    }
+    let prefix = range.map(|r| r.subnet.prefix_len()).unwrap_or(if ip.is_ipv4() { 32 } else { 128 });
+    IpConfig { address: IpNet::new(ip, prefix).unwrap_or_else(|_| IpNet::from(ip)), gateway: range.map(|r| r.gateway) }
 }
 
 fn routes(req: &Request) -> CniResult<Vec<Value>> {
     for (i, r) in req.ipam.routes.iter().enumerate() {
         let dst = r.get("dst").and_then(Value::as_str);
         if dst.and_then(|d| d.parse::<IpNet>().ok()).is_none() {
-            return Err(CniError::config(
-                &format!("ipam.routes[{i}].dst"),
-                "must be a CIDR such as 0.0.0.0/0",
-            ));
+            return Err(CniError::config(&format!("ipam.routes[{i}].dst"), "must be a CIDR such as 0.0.0.0/0"));
         }
     }
     Ok(req.ipam.routes.clone())
@@ -68,10 +61,7 @@ fn requested(req: &Request, args: &CniArgs, pool: &Pool) -> CniResult<Vec<Option
                 let sets: Vec<String> = pool.range_sets.iter().map(describe_set).collect();
                 return Err(CniError::new(
                     code::ADDRESS_UNAVAILABLE,
-                    format!(
-                        "requested address {ip} ({source}) is not in any configured range: {}",
-                        sets.join("; ")
-                    ),
+                    format!("requested address {ip} ({source}) is not in any configured range: {}", sets.join("; ")),
                 ));
             }
         }
@@ -80,11 +70,7 @@ fn requested(req: &Request, args: &CniArgs, pool: &Pool) -> CniResult<Vec<Option
 }
 
 /// The addresses `(container_id, ifname)` holds, if its index and every lease agree.
-fn existing_lease(
-    store: &Store,
-    pool: &Pool,
-    att: &Attachment,
-) -> CniResult<Option<Vec<(usize, IpAddr)>>> {
+fn existing_lease(store: &Store, pool: &Pool, att: &Attachment) -> CniResult<Option<Vec<(usize, IpAddr)>>> {
     let idx = match store.owner(&att.container_id, &att.ifname)? {
         OwnerState::Held(idx) => idx,
         OwnerState::None => return Ok(None),
@@ -120,20 +106,13 @@ fn holder(store: &Store, ip: IpAddr) -> String {
 pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamResult> {
     let pool = modes::pool(req)?;
     let routes = routes(req)?;
-    let dns = req
-        .ipam
-        .resolv_conf
-        .as_deref()
-        .map(resolv::load)
-        .transpose()?;
+    let dns = req.ipam.resolv_conf.as_deref().map(resolv::load).transpose()?;
     let wanted = requested(req, args, &pool)?;
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Exclusive)?;
     store.write_pool(&pool_json(&pool, modes::mode_name(req)))?;
 
     if let Some(held) = existing_lease(&store, &pool, att)? {
-        let matches = held
-            .iter()
-            .all(|(set, ip)| wanted[*set].is_none_or(|w| w == *ip));
+        let matches = held.iter().all(|(set, ip)| wanted[*set].is_none_or(|w| w == *ip));
         if !matches {
             return Err(CniError::new(
                 code::ADDRESS_UNAVAILABLE,
@@ -141,18 +120,12 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
                     "container {} interface {} already holds {}; DEL it before asking for another address",
                     att.container_id,
                     att.ifname,
-                    held.iter()
-                        .map(|(_, ip)| ip.to_string())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    held.iter().map(|(_, ip)| ip.to_string()).collect::<Vec<_>>().join(", ")
                 ),
             ));
         }
         info!(container = %att.container_id, ifname = %att.ifname, "ADD repeated; returning the lease it holds");
-        let ips = held
-            .iter()
-            .map(|(set, ip)| ip_config(&pool, *set, *ip))
-            .collect();
+        let ips = held.iter().map(|(set, ip)| ip_config(&pool, *set, *ip)).collect();
         return Ok(IpamResult { ips, routes, dns });
     }
     // Whatever a killed ADD of this attachment left behind is released before starting over.
@@ -213,40 +186,24 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
         store.set_last_reserved(set, ip)?;
     }
     info!(container = %att.container_id, ifname = %att.ifname, ips = ?owner.ips, "ADD");
-    let ips = chosen
-        .iter()
-        .map(|&(set, ip)| ip_config(&pool, set, ip))
-        .collect();
+    let ips = chosen.iter().map(|&(set, ip)| ip_config(&pool, set, ip)).collect();
     Ok(IpamResult { ips, routes, dns })
 }
 
 fn take_requested(store: &mut Store, pool: &Pool, set: usize, ip: IpAddr) -> CniResult<IpAddr> {
-    let unavailable = |why: String| {
-        CniError::new(
-            code::ADDRESS_UNAVAILABLE,
-            format!("requested address {ip} {why}"),
-        )
-    };
+    let unavailable = |why: String| CniError::new(code::ADDRESS_UNAVAILABLE, format!("requested address {ip} {why}"));
     match pool.check_usable(set, ip) {
         Ok(_) => {}
         Err(Unusable::Reserved) => {
-            return Err(unavailable(
-                "is the gateway, network or broadcast address of its subnet".into(),
-            ));
+            return Err(unavailable("is the gateway, network or broadcast address of its subnet".into()));
         }
         Err(Unusable::Excluded) => return Err(unavailable("is excluded by ipam.exclude".into())),
         Err(Unusable::NotInRange) => {
-            return Err(unavailable(format!(
-                "is not in range set {}",
-                describe_set(&pool.range_sets[set])
-            )));
+            return Err(unavailable(format!("is not in range set {}", describe_set(&pool.range_sets[set]))));
         }
     }
     if store.is_taken(ip)? {
-        return Err(unavailable(format!(
-            "is already leased to {}",
-            holder(store, ip)
-        )));
+        return Err(unavailable(format!("is already leased to {}", holder(store, ip))));
     }
     Ok(ip)
 }
@@ -260,46 +217,11 @@ fn find_free(store: &mut Store, pool: &Pool, set: usize) -> CniResult<Option<IpA
                 return Ok(Some(ip));
             }
         }
-        if attempt == 0 && reclaim_earlier_boots(store)? == 0 {
+        if attempt == 0 && gc::reclaim_earlier_boots(store)? == 0 {
             break;
         }
     }
     Ok(None)
-}
-
-/// Releases every lease recorded under another boot ID: its container died with that boot.
-pub fn reclaim_earlier_boots(store: &mut Store) -> CniResult<usize> {
-    let boot = store::boot_id();
-    if boot.is_empty() {
-        return Ok(0);
-    }
-    let mut stale: HashSet<(String, String)> = HashSet::new();
-    for (_, state) in store.leases()? {
-        if let LeaseState::Held(rec) = state
-            && !rec.boot_id.is_empty()
-            && rec.boot_id != boot
-        {
-            stale.insert((rec.container_id, rec.ifname));
-        }
-    }
-    let mut n = 0;
-    for (cid, ifname) in &stale {
-        let released = store.release(cid, ifname)?;
-        // A lease whose index is gone is released by name.
-        for (name, state) in store.leases()? {
-            if let LeaseState::Held(rec) = state
-                && rec.owned_by(cid, ifname)
-                && rec.boot_id != boot
-            {
-                store.remove_lease_file(&name)?;
-                n += 1;
-            }
-        }
-        n += released.len();
-        warn!(container = %cid, ifname = %ifname, ?released, "reclaimed a lease from an earlier boot");
-    }
-    store.forget_listing();
-    Ok(n)
 }
 
 pub fn del(req: &Request, att: &Attachment) -> CniResult<()> {
@@ -314,24 +236,15 @@ pub fn del(req: &Request, att: &Attachment) -> CniResult<()> {
 pub fn check(req: &Request, att: &Attachment) -> CniResult<()> {
     let pool = modes::pool(req)?;
     let Some(prev) = &req.conf.prev_result else {
-        return Err(CniError::config(
-            "prevResult",
-            "is missing; CHECK compares the lease with it",
-        ));
+        return Err(CniError::config("prevResult", "is missing; CHECK compares the lease with it"));
     };
     let Some(prev_ips) = prev_result_ips(prev) else {
-        return Err(CniError::config(
-            "prevResult.ips",
-            "is not a list of {address} objects",
-        ));
+        return Err(CniError::config("prevResult.ips", "is not a list of {address} objects"));
     };
     let failed = |msg: String| CniError::new(code::CHECK_FAILED, msg);
     let store = Store::open_if_present(&req.data_dir(), &req.conf.name)?;
     let Some(store) = store else {
-        return Err(failed(format!(
-            "no lease for container {} interface {}",
-            att.container_id, att.ifname
-        )));
+        return Err(failed(format!("no lease for container {} interface {}", att.container_id, att.ifname)));
     };
     let Some(held) = existing_lease(&store, &pool, att)? else {
         return Err(failed(format!(
@@ -342,74 +255,36 @@ pub fn check(req: &Request, att: &Attachment) -> CniResult<()> {
     let held: HashSet<IpAddr> = held.into_iter().map(|(_, ip)| ip).collect();
     for ip in &held {
         if !prev_ips.iter().any(|p| p.addr() == *ip) {
-            return Err(failed(format!(
-                "the lease holds {ip}, which prevResult does not list"
-            )));
+            return Err(failed(format!("the lease holds {ip}, which prevResult does not list")));
         }
     }
     for p in &prev_ips {
         if pool.find(p.addr()).is_some() && !held.contains(&p.addr()) {
-            return Err(failed(format!(
-                "prevResult lists {}, which this attachment does not hold",
-                p.addr()
-            )));
+            return Err(failed(format!("prevResult lists {}, which this attachment does not hold", p.addr())));
         }
     }
     Ok(())
 }
 
-/// CNI GC: releases every lease whose attachment is not in `cni.dev/valid-attachments`. Without
-/// that list only provably stale leases (from an earlier boot) go. Errors do not stop it.
+/// CNI GC: releases every lease whose attachment is not in `cni.dev/valid-attachments`, and
+/// every lease of an earlier boot. Without the list only the latter go: a GC must never release
+/// a live lease. Errors do not stop it; they are reported together.
 pub fn gc(req: &Request) -> CniResult<()> {
-    let Some(mut store) = Store::open_if_present(&req.data_dir(), &req.conf.name)? else {
+    let Some(store) = Store::open_if_present(&req.data_dir(), &req.conf.name)? else {
         return Ok(());
     };
-    let Some(valid) = req.gc_attachments() else {
-        let n = reclaim_earlier_boots(&mut store)?;
-        info!(
-            released = n,
-            "GC without valid-attachments: released leases of earlier boots only"
-        );
-        return Ok(());
-    };
-    let valid: HashSet<(&str, &str)> = valid
-        .iter()
-        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
-        .collect();
-    let mut errors = Vec::new();
-    for name in store.owner_names()? {
-        let Some((cid, ifname)) = name.split_once(':') else {
-            continue;
-        };
-        if !valid.contains(&(cid, ifname)) {
-            match store.release(cid, ifname) {
-                Ok(released) => info!(container = %cid, ifname = %ifname, ?released, "GC released"),
-                Err(e) => errors.push(e.msg),
-            }
-        }
+    let valid = req.gc_attachments().map(|list| gc::Valid {
+        attachments: list.iter().map(|a| (a.container_id.clone(), a.ifname.clone())).collect(),
+        containers: HashSet::new(),
+    });
+    let criteria = gc::Criteria { earlier_boot: true, netns_gone: false, valid: valid.clone() };
+    let stale = gc::plan(&store, &criteria)?;
+    let mut errors = gc::apply(&store, &stale);
+    if let Some(valid) = &valid {
+        errors.extend(gc::drop_dangling_indexes(&store, valid));
     }
-    // Leases that no index names (a store edited by hand, an import) are judged by their record.
-    for (name, state) in store.leases()? {
-        if let LeaseState::Held(rec) = state
-            && !valid.contains(&(rec.container_id.as_str(), rec.ifname.as_str()))
-        {
-            match store.remove_lease_file(&name) {
-                Ok(()) => {
-                    info!(ip = %name, container = %rec.container_id, "GC released an unindexed lease")
-                }
-                Err(e) => errors.push(e.msg),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok(())
-    } else {
-        Err(CniError::new(
-            code::IO_FAILURE,
-            format!("GC could not release {} item(s)", errors.len()),
-        )
-        .with_details(errors.join("; ")))
-    }
+    info!(released = stale.len() - errors.len().min(stale.len()), with_list = valid.is_some(), "GC");
+    gc::combine(errors, "GC")
 }
 
 /// CNI STATUS: succeeds when an ADD could succeed now.
@@ -438,7 +313,6 @@ pub fn status(req: &Request) -> CniResult<()> {
 
 /// What `pool.json` holds: the ranges in force, for `podcidr status`.
 pub fn pool_json(pool: &Pool, mode: &str) -> Vec<u8> {
-    let v =
-        serde_json::json!({ "mode": mode, "rangeSets": pool.range_sets, "exclude": pool.exclude });
+    let v = serde_json::json!({ "mode": mode, "rangeSets": pool.range_sets, "exclude": pool.exclude });
     serde_json::to_vec_pretty(&v).unwrap_or_default()
 }

@@ -47,17 +47,13 @@ pub fn from_u128(like: IpAddr, v: u128) -> IpAddr {
 }
 
 fn parse_ip(field: &str, s: &str) -> CniResult<IpAddr> {
-    s.trim()
-        .parse()
-        .map_err(|_| CniError::config(field, format!("{s:?} is not an IP address")))
+    s.trim().parse().map_err(|_| CniError::config(field, format!("{s:?} is not an IP address")))
 }
 
 /// An address as runtimes send it: `10.0.0.5` or `10.0.0.5/24` (the prefix is ignored).
 pub fn parse_requested_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim();
-    s.parse()
-        .ok()
-        .or_else(|| s.parse::<IpNet>().ok().map(|n| n.addr()))
+    s.parse().ok().or_else(|| s.parse::<IpNet>().ok().map(|n| n.addr()))
 }
 
 impl Range {
@@ -71,12 +67,10 @@ impl Range {
         gw: Option<&str>,
     ) -> CniResult<Range> {
         let subnet_field = format!("{field}.subnet");
-        let net: IpNet = subnet.trim().parse().map_err(|_| {
-            CniError::config(
-                &subnet_field,
-                format!("{subnet:?} is not a CIDR such as 10.244.1.0/24"),
-            )
-        })?;
+        let net: IpNet = subnet
+            .trim()
+            .parse()
+            .map_err(|_| CniError::config(&subnet_field, format!("{subnet:?} is not a CIDR such as 10.244.1.0/24")))?;
         if net.addr() != net.network() {
             return Err(CniError::config(
                 &subnet_field,
@@ -84,10 +78,7 @@ impl Range {
             ));
         }
         if net.prefix_len() + 2 > net.max_prefix_len() {
-            return Err(CniError::config(
-                &subnet_field,
-                format!("{net} is too small to allocate from"),
-            ));
+            return Err(CniError::config(&subnet_field, format!("{net} is too small to allocate from")));
         }
         let first_host = from_u128(net.network(), to_u128(net.network()) + 1);
         let last = match net {
@@ -112,22 +103,11 @@ impl Range {
                 format!("{range_start} is after rangeEnd {range_end}"),
             ));
         }
-        Ok(Range {
-            subnet: net,
-            range_start,
-            range_end,
-            gateway,
-        })
+        Ok(Range { subnet: net, range_start, range_end, gateway })
     }
 
     pub fn from_conf(field: &str, r: &RangeConf) -> CniResult<Range> {
-        Range::new(
-            field,
-            &r.subnet,
-            r.range_start.as_deref(),
-            r.range_end.as_deref(),
-            r.gateway.as_deref(),
-        )
+        Range::new(field, &r.subnet, r.range_start.as_deref(), r.range_end.as_deref(), r.gateway.as_deref())
     }
 
     /// In `rangeStart..=rangeEnd`.
@@ -158,10 +138,7 @@ impl fmt::Display for Range {
 
 /// host-local's RangeSet.String(), kept so runbooks that grep its errors still match.
 pub fn describe_set(set: &RangeSet) -> String {
-    set.iter()
-        .map(Range::to_string)
-        .collect::<Vec<_>>()
-        .join(",")
+    set.iter().map(Range::to_string).collect::<Vec<_>>().join(",")
 }
 
 /// Why an address cannot be handed out, for messages.
@@ -176,19 +153,16 @@ impl Pool {
     /// Checks a pool from any source: one family per set, no overlaps anywhere.
     pub fn new(range_sets: Vec<RangeSet>, exclude: Vec<IpNet>) -> CniResult<Pool> {
         for (i, set) in range_sets.iter().enumerate() {
-            let v4 = set[0].range_start.is_ipv4();
+            let Some(first) = set.first() else {
+                return Err(CniError::config(&format!("ipam.ranges[{i}]"), "is an empty range set"));
+            };
+            let v4 = first.range_start.is_ipv4();
             if set.iter().any(|r| r.range_start.is_ipv4() != v4) {
-                return Err(CniError::config(
-                    &format!("ipam.ranges[{i}]"),
-                    "mixes IPv4 and IPv6 ranges",
-                ));
+                return Err(CniError::config(&format!("ipam.ranges[{i}]"), "mixes IPv4 and IPv6 ranges"));
             }
         }
-        let all: Vec<(usize, &Range)> = range_sets
-            .iter()
-            .enumerate()
-            .flat_map(|(i, s)| s.iter().map(move |r| (i, r)))
-            .collect();
+        let all: Vec<(usize, &Range)> =
+            range_sets.iter().enumerate().flat_map(|(i, s)| s.iter().map(move |r| (i, r))).collect();
         for (a, (i, r)) in all.iter().enumerate() {
             for (j, r2) in all.iter().skip(a + 1) {
                 if r.overlaps(r2) {
@@ -199,18 +173,12 @@ impl Pool {
                 }
             }
         }
-        Ok(Pool {
-            range_sets,
-            exclude,
-        })
+        Ok(Pool { range_sets, exclude })
     }
 
     /// The range set and range holding `ip`.
     pub fn find(&self, ip: IpAddr) -> Option<(usize, &Range)> {
-        self.range_sets
-            .iter()
-            .enumerate()
-            .find_map(|(i, s)| s.iter().find(|r| r.contains(ip)).map(|r| (i, r)))
+        self.range_sets.iter().enumerate().find_map(|(i, s)| s.iter().find(|r| r.contains(ip)).map(|r| (i, r)))
     }
 
     fn excluded_by(&self, ip: IpAddr) -> Option<&IpNet> {
@@ -219,10 +187,7 @@ impl Pool {
 
     /// Whether `ip` may be handed out from range set `set`, ignoring current leases.
     pub fn check_usable(&self, set: usize, ip: IpAddr) -> Result<&Range, Unusable> {
-        let r = self.range_sets[set]
-            .iter()
-            .find(|r| r.contains(ip))
-            .ok_or(Unusable::NotInRange)?;
+        let r = self.range_sets[set].iter().find(|r| r.contains(ip)).ok_or(Unusable::NotInRange)?;
         if r.is_reserved(ip) {
             return Err(Unusable::Reserved);
         }
@@ -239,14 +204,17 @@ impl Pool {
             .iter()
             .map(|r| {
                 let (lo, hi) = (to_u128(r.range_start), to_u128(r.range_end));
-                let mut n = hi - lo + 1;
+                if lo > hi {
+                    return 0;
+                }
+                let mut n = (hi - lo).saturating_add(1);
                 for e in &exclude {
                     if e.addr().is_ipv4() != r.range_start.is_ipv4() {
                         continue;
                     }
                     let (elo, ehi) = (to_u128(e.network()), to_u128(e.broadcast()));
                     if elo <= hi && lo <= ehi {
-                        n -= ehi.min(hi) - elo.max(lo) + 1;
+                        n = n.saturating_sub((ehi.min(hi) - elo.max(lo)).saturating_add(1));
                     }
                 }
                 let mut reserved = vec![r.gateway, r.subnet.network()];
@@ -254,10 +222,8 @@ impl Pool {
                     reserved.push(r.subnet.broadcast());
                 }
                 reserved.dedup();
-                let reserved_in_range = reserved
-                    .iter()
-                    .filter(|ip| r.contains(**ip) && self.excluded_by(**ip).is_none())
-                    .count();
+                let reserved_in_range =
+                    reserved.iter().filter(|ip| r.contains(**ip) && self.excluded_by(**ip).is_none()).count();
                 n.saturating_sub(reserved_in_range as u128)
             })
             .sum()
@@ -269,12 +235,7 @@ impl Pool {
     pub fn walk(&self, set: usize, last: Option<IpAddr>) -> Walk<'_> {
         let ranges = &self.range_sets[set];
         let mut segments = Vec::with_capacity(ranges.len() + 1);
-        let at = last.and_then(|ip| {
-            ranges
-                .iter()
-                .position(|r| r.contains(ip))
-                .map(|i| (i, to_u128(ip)))
-        });
+        let at = last.and_then(|ip| ranges.iter().position(|r| r.contains(ip)).map(|i| (i, to_u128(ip))));
         match at {
             Some((i, v)) => {
                 let n = ranges.len();
@@ -284,11 +245,7 @@ impl Pool {
                 }
                 for k in 1..n {
                     let j = (i + k) % n;
-                    segments.push((
-                        j,
-                        to_u128(ranges[j].range_start),
-                        to_u128(ranges[j].range_end),
-                    ));
+                    segments.push((j, to_u128(ranges[j].range_start), to_u128(ranges[j].range_end)));
                 }
                 segments.push((i, to_u128(r.range_start), v));
             }
@@ -299,12 +256,7 @@ impl Pool {
             }
         }
         segments.reverse();
-        Walk {
-            pool: self,
-            set,
-            segments,
-            cur: None,
-        }
+        Walk { pool: self, set, segments, cur: None }
     }
 }
 
@@ -314,15 +266,9 @@ pub fn parse_exclude(items: &[String]) -> CniResult<Vec<IpNet>> {
         .enumerate()
         .map(|(i, s)| {
             let s = s.trim();
-            s.parse::<IpNet>()
-                .map(|n| n.trunc())
-                .or_else(|_| s.parse::<IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    CniError::config(
-                        &format!("ipam.exclude[{i}]"),
-                        format!("{s:?} is neither an address nor a CIDR"),
-                    )
-                })
+            s.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
+                CniError::config(&format!("ipam.exclude[{i}]"), format!("{s:?} is neither an address nor a CIDR"))
+            })
         })
         .collect()
 }
@@ -352,11 +298,7 @@ impl Iterator for Walk<'_> {
             let ip = from_u128(r.range_start, v);
             if let Some(e) = self.pool.excluded_by(ip) {
                 let end = to_u128(e.broadcast());
-                self.cur = if end >= hi {
-                    None
-                } else {
-                    Some((ri, end + 1, hi))
-                };
+                self.cur = if end >= hi { None } else { Some((ri, end + 1, hi)) };
                 continue;
             }
             // `v` may be u128::MAX at the very top of the IPv6 space; then the segment is done.
@@ -375,16 +317,11 @@ mod tests {
 
     fn pool(json: &str) -> CniResult<Pool> {
         let ipam: crate::cni::config::IpamConf = serde_json::from_str(json).unwrap();
-        Pool::new(
-            crate::modes::r#static::range_sets(&ipam)?,
-            parse_exclude(&ipam.exclude)?,
-        )
+        Pool::new(crate::modes::r#static::range_sets(&ipam)?, parse_exclude(&ipam.exclude)?)
     }
 
     fn ips(p: &Pool, last: Option<&str>) -> Vec<String> {
-        p.walk(0, last.map(|s| s.parse().unwrap()))
-            .map(|ip| ip.to_string())
-            .collect()
+        p.walk(0, last.map(|s| s.parse().unwrap())).map(|ip| ip.to_string()).collect()
     }
 
     #[test]
@@ -404,14 +341,8 @@ mod tests {
     #[test]
     fn round_robin_continues_after_the_last_reserved_and_wraps() {
         let p = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/29"}]]}"#).unwrap();
-        assert_eq!(
-            ips(&p, Some("10.0.0.4")),
-            ["10.0.0.5", "10.0.0.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]
-        );
-        assert_eq!(
-            ips(&p, Some("10.0.0.6")),
-            ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]
-        );
+        assert_eq!(ips(&p, Some("10.0.0.4")), ["10.0.0.5", "10.0.0.6", "10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+        assert_eq!(ips(&p, Some("10.0.0.6")), ["10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
         // Outside the set (a changed config): start over.
         assert_eq!(ips(&p, Some("10.9.0.1")).first().unwrap(), "10.0.0.2");
     }
@@ -423,10 +354,7 @@ mod tests {
                 "exclude":["10.0.0.3","10.0.0.4/31"]}"#,
         )
         .unwrap();
-        assert_eq!(
-            ips(&p, None),
-            ["10.0.0.2", "10.0.0.6", "10.0.1.4", "10.0.1.5", "10.0.1.6"]
-        );
+        assert_eq!(ips(&p, None), ["10.0.0.2", "10.0.0.6", "10.0.1.4", "10.0.1.5", "10.0.1.6"]);
         assert_eq!(p.capacity(0), 5);
     }
 
@@ -435,57 +363,37 @@ mod tests {
         let p = pool(r#"{"ranges":[[{"subnet":"fd00::/64"}]],"exclude":["fd00::/65"]}"#).unwrap();
         let first: Vec<_> = p.walk(0, None).take(2).map(|ip| ip.to_string()).collect();
         assert_eq!(first, ["fd00::8000:0:0:0", "fd00::8000:0:0:1"]);
-        assert_eq!(
-            p.range_sets[0][0].range_end.to_string(),
-            "fd00::ffff:ffff:ffff:ffff"
-        );
+        assert_eq!(p.range_sets[0][0].range_end.to_string(), "fd00::ffff:ffff:ffff:ffff");
         assert_eq!(p.capacity(0), 1u128 << 63);
     }
 
     #[test]
     fn bad_ranges_name_their_field() {
-        let e = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.0.128/25"}]]}"#)
-            .unwrap_err();
+        let e = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24"}],[{"subnet":"10.0.0.128/25"}]]}"#).unwrap_err();
         assert!(e.msg.contains("overlaps"), "{}", e.msg);
-        let e =
-            pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]]}"#).unwrap_err();
+        let e = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24","gateway":"10.0.1.1"}]]}"#).unwrap_err();
         assert!(e.msg.starts_with("ipam.ranges[0][0].gateway:"), "{}", e.msg);
         let e = pool(r#"{"subnet":"10.0.0.0/31"}"#).unwrap_err();
         assert!(e.msg.contains("too small"), "{}", e.msg);
         let e = pool(r#"{"subnet":"10.0.0.5/24"}"#).unwrap_err();
         assert!(e.msg.contains("10.0.0.0/24"), "{}", e.msg);
         assert_eq!(pool("{}").unwrap_err().code, 7);
-        let e =
-            pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}"#).unwrap_err();
+        let e = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/24"},{"subnet":"fd00::/64"}]]}"#).unwrap_err();
         assert!(e.msg.contains("mixes"), "{}", e.msg);
     }
 
     #[test]
     fn usable_addresses() {
-        let p = pool(r#"{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.0","rangeEnd":"10.0.0.255","exclude":["10.0.0.9"]}"#)
-            .unwrap();
+        let p =
+            pool(r#"{"subnet":"10.0.0.0/24","rangeStart":"10.0.0.0","rangeEnd":"10.0.0.255","exclude":["10.0.0.9"]}"#)
+                .unwrap();
         let ip = |s: &str| s.parse().unwrap();
         assert!(p.check_usable(0, ip("10.0.0.5")).is_ok());
-        assert_eq!(
-            p.check_usable(0, ip("10.0.0.1")).unwrap_err(),
-            Unusable::Reserved
-        );
-        assert_eq!(
-            p.check_usable(0, ip("10.0.0.0")).unwrap_err(),
-            Unusable::Reserved
-        );
-        assert_eq!(
-            p.check_usable(0, ip("10.0.0.255")).unwrap_err(),
-            Unusable::Reserved
-        );
-        assert_eq!(
-            p.check_usable(0, ip("10.0.0.9")).unwrap_err(),
-            Unusable::Excluded
-        );
-        assert_eq!(
-            p.check_usable(0, ip("10.0.1.1")).unwrap_err(),
-            Unusable::NotInRange
-        );
+        assert_eq!(p.check_usable(0, ip("10.0.0.1")).unwrap_err(), Unusable::Reserved);
+        assert_eq!(p.check_usable(0, ip("10.0.0.0")).unwrap_err(), Unusable::Reserved);
+        assert_eq!(p.check_usable(0, ip("10.0.0.255")).unwrap_err(), Unusable::Reserved);
+        assert_eq!(p.check_usable(0, ip("10.0.0.9")).unwrap_err(), Unusable::Excluded);
+        assert_eq!(p.check_usable(0, ip("10.0.1.1")).unwrap_err(), Unusable::NotInRange);
         assert_eq!(p.capacity(0), 252);
     }
 }

@@ -5,12 +5,8 @@ use crate::cni::result::Dns;
 use std::path::Path;
 
 pub fn load(path: &Path) -> CniResult<Dns> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        CniError::io(
-            format!("ipam.resolvConf: cannot read {}", path.display()),
-            &e,
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CniError::io(format!("ipam.resolvConf: cannot read {}", path.display()), &e))?;
     Ok(parse(&text))
 }
 

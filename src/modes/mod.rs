@@ -21,10 +21,7 @@ pub fn pool(req: &Request) -> CniResult<Pool> {
         other => {
             return Err(CniError::config(
                 "ipam.mode",
-                format!(
-                    "unknown mode {other:?}; this build knows {}",
-                    MODES.join(", ")
-                ),
+                format!("unknown mode {other:?}; this build knows {}", MODES.join(", ")),
             ));
         }
     };

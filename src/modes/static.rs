@@ -7,20 +7,9 @@ use crate::ipam::pool::{Range, RangeSet};
 /// The legacy single range (if any) comes first, then `ranges`, as in host-local.
 pub fn range_sets(ipam: &IpamConf) -> CniResult<Vec<RangeSet>> {
     let mut sets: Vec<RangeSet> = Vec::new();
-    let LegacyRange {
-        subnet,
-        range_start,
-        range_end,
-        gateway,
-    } = &ipam.legacy;
+    let LegacyRange { subnet, range_start, range_end, gateway } = &ipam.legacy;
     if let Some(subnet) = subnet {
-        sets.push(vec![Range::new(
-            "ipam",
-            subnet,
-            range_start.as_deref(),
-            range_end.as_deref(),
-            gateway.as_deref(),
-        )?]);
+        sets.push(vec![Range::new("ipam", subnet, range_start.as_deref(), range_end.as_deref(), gateway.as_deref())?]);
     }
     for (i, set) in ipam.ranges.iter().enumerate() {
         let field = format!("ipam.ranges[{i}]");
@@ -35,10 +24,7 @@ pub fn range_sets(ipam: &IpamConf) -> CniResult<Vec<RangeSet>> {
         sets.push(ranges);
     }
     if sets.is_empty() {
-        return Err(CniError::config(
-            "ipam.ranges",
-            "no ranges are configured (set ranges, or subnet)",
-        ));
+        return Err(CniError::config("ipam.ranges", "no ranges are configured (set ranges, or subnet)"));
     }
     Ok(sets)
 }

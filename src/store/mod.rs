@@ -84,10 +84,7 @@ fn private_dir(path: &Path) -> io::Result<()> {
 }
 
 fn open_nofollow(path: &Path) -> io::Result<File> {
-    OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-        .open(path)
+    OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(path)
 }
 
 fn create_new(path: &Path) -> io::Result<File> {
@@ -147,9 +144,7 @@ pub fn boot_id() -> String {
     if let Some(id) = std::env::var_os("PODCIDR_BOOT_ID") {
         return id.to_string_lossy().into_owned();
     }
-    fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
+    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
 }
 
 impl Store {
@@ -160,46 +155,35 @@ impl Store {
     /// Opens (creating it if needed) the store of `network` and takes its lock.
     pub fn open(data_dir: &Path, network: &str, access: Access) -> CniResult<Store> {
         let dir = Self::network_dir(data_dir, network);
-        let lock_path = dir.join(LOCK_FILE);
-        let open_lock = || {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&lock_path)
-        };
-        let lock = match open_lock() {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                for sub in [LEASES, OWNERS] {
-                    private_dir(&dir.join(sub)).map_err(|e| {
-                        CniError::io(format!("cannot create the store {}", dir.display()), &e)
-                    })?;
+        for sub in [dir.as_path(), &dir.join(LEASES), &dir.join(OWNERS)] {
+            match fs::symlink_metadata(sub) {
+                Ok(m) if m.is_dir() => {}
+                Ok(_) => {
+                    return Err(CniError::new(
+                        crate::cni::error::code::IO_FAILURE,
+                        format!(
+                            "{} is not a directory (a symbolic link?); the store is never followed out of itself",
+                            sub.display()
+                        ),
+                    ));
                 }
-                open_lock()
-                    .map_err(|e| CniError::io(format!("cannot open {}", lock_path.display()), &e))?
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    private_dir(sub).map_err(|e| CniError::io(format!("cannot create {}", sub.display()), &e))?;
+                }
+                Err(e) => return Err(CniError::io(format!("cannot stat {}", sub.display()), &e)),
             }
-            Err(e) => {
-                return Err(CniError::io(
-                    format!("cannot open {}", lock_path.display()),
-                    &e,
-                ));
-            }
-        };
-        let locked = match access {
-            Access::Exclusive => lock.lock(),
-            Access::Shared => lock.lock_shared(),
-        };
-        locked.map_err(|e| CniError::io(format!("cannot lock {}", lock_path.display()), &e))?;
-        Ok(Store {
-            dir,
-            _lock: lock,
-            probes: 0,
-            listed: None,
-        })
+        }
+        let lock_path = dir.join(LOCK_FILE);
+        let lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&lock_path)
+            .map_err(|e| CniError::io(format!("cannot open {}", lock_path.display()), &e))?;
+        Self::locked(dir, lock, access)
     }
 
     /// Opens the store of `network` if it exists: DEL, CHECK and GC never create one.
@@ -210,27 +194,20 @@ impl Store {
     /// Opens an existing store directory; `None` when there is none.
     pub fn open_existing(dir: &Path, access: Access) -> CniResult<Option<Store>> {
         let path = dir.join(LOCK_FILE);
-        let lock = match OpenOptions::new()
-            .read(true)
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            .open(&path)
-        {
-            Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(CniError::io(format!("cannot open {}", path.display()), &e)),
-        };
+        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {
+            Ok(lock) => Self::locked(dir.to_path_buf(), lock, access).map(Some),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(CniError::io(format!("cannot open {}", path.display()), &e)),
+        }
+    }
+
+    fn locked(dir: PathBuf, lock: File, access: Access) -> CniResult<Store> {
         let locked = match access {
             Access::Exclusive => lock.lock(),
             Access::Shared => lock.lock_shared(),
         };
-        locked.map_err(|e| CniError::io(format!("cannot lock {}", path.display()), &e))?;
-        Ok(Some(Store {
-            dir: dir.to_path_buf(),
-            _lock: lock,
-            probes: 0,
-            listed: None,
-        }))
+        locked.map_err(|e| CniError::io(format!("cannot lock {}", dir.join(LOCK_FILE).display()), &e))?;
+        Ok(Store { dir, _lock: lock, probes: 0, listed: None })
     }
 
     /// Drops what [`Store::is_taken`] learnt from a listing, after leases were removed.
@@ -248,9 +225,7 @@ impl Store {
     }
 
     fn owner_path(&self, container_id: &str, ifname: &str) -> PathBuf {
-        self.dir
-            .join(OWNERS)
-            .join(owner_file_name(container_id, ifname))
+        self.dir.join(OWNERS).join(owner_file_name(container_id, ifname))
     }
 
     fn io_err(&self, what: &str, path: &Path, e: &io::Error) -> CniError {
@@ -280,9 +255,7 @@ impl Store {
                 Err(e) => LeaseState::Unreadable(e.to_string()),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LeaseState::Free),
-            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-                Ok(LeaseState::Unreadable("is a symbolic link".into()))
-            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(LeaseState::Unreadable("is a symbolic link".into())),
             Err(e) => Err(self.io_err("read", path, &e)),
         }
     }
@@ -295,11 +268,7 @@ impl Store {
         }
         self.probes += 1;
         if self.probes > PROBES_BEFORE_LISTING {
-            let listed: HashSet<IpAddr> = self
-                .lease_names()?
-                .into_iter()
-                .filter_map(|n| n.parse().ok())
-                .collect();
+            let listed: HashSet<IpAddr> = self.lease_names()?.into_iter().filter_map(|n| n.parse().ok()).collect();
             let taken = listed.contains(&ip);
             self.listed = Some(listed);
             return Ok(taken);
@@ -346,11 +315,7 @@ impl Store {
             let state = self.lease_at(&self.dir.join(LEASES).join(&name))?;
             out.push((name, state));
         }
-        out.sort_by_key(|(name, _)| {
-            name.parse::<IpAddr>()
-                .map(crate::ipam::pool::to_u128)
-                .unwrap_or(u128::MAX)
-        });
+        out.sort_by_key(|(name, _)| name.parse::<IpAddr>().map(crate::ipam::pool::to_u128).unwrap_or(u128::MAX));
         Ok(out)
     }
 
@@ -378,8 +343,8 @@ impl Store {
     /// address turns out to be held already.
     pub fn claim(&mut self, owner: &OwnerIndex, leases: &[LeaseRecord]) -> CniResult<()> {
         let owner_path = self.owner_path(&owner.container_id, &owner.ifname);
-        let mut bytes = serde_json::to_vec(owner)
-            .map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
+        let mut bytes =
+            serde_json::to_vec(owner).map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
         bytes.push(b'\n');
         create_new(&owner_path)
             .and_then(|mut f| f.write_all(&bytes))
@@ -408,9 +373,7 @@ impl Store {
         bytes.push(b'\n');
         // A tmp file left by a killed process is simply replaced.
         let _ = fs::remove_file(&tmp);
-        create_new(&tmp)
-            .and_then(|mut f| f.write_all(&bytes))
-            .map_err(|e| self.io_err("write", &tmp, &e))?;
+        create_new(&tmp).and_then(|mut f| f.write_all(&bytes)).map_err(|e| self.io_err("write", &tmp, &e))?;
         rename_noreplace(&tmp, &path).map_err(|e| {
             let _ = fs::remove_file(&tmp);
             if e.kind() == io::ErrorKind::AlreadyExists {

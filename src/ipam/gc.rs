@@ -1,0 +1,148 @@
+//! Finding and releasing stale leases: shared by CNI GC, the reclaim an exhausted ADD triggers,
+//! and the operator's `podcidr gc`.
+
+use crate::cni::error::{CniError, CniResult, code};
+use crate::store::{self, LeaseState, OwnerState, Store};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashSet};
+
+use std::net::IpAddr;
+use std::path::Path;
+use tracing::{info, warn};
+
+/// What makes a lease stale. Criteria combine with "or".
+#[derive(Debug, Default, Clone)]
+pub struct Criteria {
+    /// Recorded under another kernel boot ID: its container died with that boot.
+    pub earlier_boot: bool,
+    /// The network namespace path recorded on the lease no longer exists.
+    pub netns_gone: bool,
+    /// When set, every attachment not in it is stale.
+    pub valid: Option<Valid>,
+}
+
+/// Attachments known to be live: `(containerID, ifname)` pairs, or whole containers.
+#[derive(Debug, Default, Clone)]
+pub struct Valid {
+    pub attachments: HashSet<(String, String)>,
+    pub containers: HashSet<String>,
+}
+
+impl Valid {
+    pub fn contains(&self, container_id: &str, ifname: &str) -> bool {
+        self.containers.contains(container_id)
+            || self.attachments.contains(&(container_id.to_string(), ifname.to_string()))
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Stale {
+    /// File name in `leases/`.
+    pub file: String,
+    pub ip: IpAddr,
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    pub owner: String,
+    pub reason: String,
+}
+
+/// Lists what `criteria` would release, without changing anything.
+pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
+    let boot = store::boot_id();
+    let mut out = Vec::new();
+    for (file, state) in store.leases()? {
+        let LeaseState::Held(rec) = state else {
+            continue;
+        };
+        let reason = if criteria.earlier_boot && !boot.is_empty() && !rec.boot_id.is_empty() && rec.boot_id != boot {
+            format!("leased in an earlier boot ({})", rec.boot_id)
+        } else if criteria.valid.as_ref().is_some_and(|v| !v.contains(&rec.container_id, &rec.ifname)) {
+            "attachment is not in the list of valid attachments".to_string()
+        } else if criteria.netns_gone && !rec.netns.is_empty() && !Path::new(&rec.netns).exists() {
+            format!("network namespace {} is gone", rec.netns)
+        } else {
+            continue;
+        };
+        out.push(Stale {
+            file,
+            ip: rec.ip,
+            owner: rec.owner_label(),
+            container_id: rec.container_id,
+            ifname: rec.ifname,
+            reason,
+        });
+    }
+    Ok(out)
+}
+
+/// Releases `stale`, lease files first and then owner indexes that name nothing live (the
+/// same order a crash may leave things in). Goes on past errors and returns them all.
+pub fn apply(store: &Store, stale: &[Stale]) -> Vec<CniError> {
+    let mut errors = Vec::new();
+    let mut owners = BTreeSet::new();
+    for s in stale {
+        match store.remove_lease_file(&s.file) {
+            Ok(()) => {
+                info!(ip = %s.ip, owner = %s.owner, reason = %s.reason, "released a stale lease")
+            }
+            Err(e) => errors.push(e),
+        }
+        owners.insert((s.container_id.clone(), s.ifname.clone()));
+    }
+    for (cid, ifname) in owners {
+        if let Err(e) = drop_index_if_empty(store, &cid, &ifname) {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+fn drop_index_if_empty(store: &Store, cid: &str, ifname: &str) -> CniResult<()> {
+    let live = match store.owner(cid, ifname)? {
+        OwnerState::None => return Ok(()),
+        OwnerState::Unreadable(_) => false,
+        OwnerState::Held(idx) => idx.ips.iter().try_fold(false, |live, ip| {
+            Ok::<_, CniError>(live || matches!(store.lease(*ip)?, LeaseState::Held(r) if r.owned_by(cid, ifname)))
+        })?,
+    };
+    if live { Ok(()) } else { store.remove_owner_file(&store::owner_file_name(cid, ifname)) }
+}
+
+/// Owner indexes of attachments outside `valid` that name no live lease: left by killed ADDs.
+pub fn drop_dangling_indexes(store: &Store, valid: &Valid) -> Vec<CniError> {
+    let names = match store.owner_names() {
+        Ok(n) => n,
+        Err(e) => return vec![e],
+    };
+    names
+        .iter()
+        .filter_map(|n| n.split_once(':'))
+        .filter(|(c, i)| !valid.contains(c, i))
+        .filter_map(|(c, i)| drop_index_if_empty(store, c, i).err())
+        .collect()
+}
+
+/// Releases every lease of an earlier boot; returns how many.
+pub fn reclaim_earlier_boots(store: &mut Store) -> CniResult<usize> {
+    let stale = plan(store, &Criteria { earlier_boot: true, ..Criteria::default() })?;
+    for s in &stale {
+        warn!(ip = %s.ip, owner = %s.owner, "reclaiming a lease from an earlier boot");
+    }
+    let errors = apply(store, &stale);
+    store.forget_listing();
+    match errors.into_iter().next() {
+        Some(e) => Err(e),
+        None => Ok(stale.len()),
+    }
+}
+
+/// Joins errors into one code-5 error naming them all.
+pub fn combine(errors: Vec<CniError>, what: &str) -> CniResult<()> {
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(CniError::new(code::IO_FAILURE, format!("{what}: {} item(s) could not be released", errors.len()))
+        .with_details(errors.iter().map(|e| e.msg.as_str()).collect::<Vec<_>>().join("; ")))
+}
