@@ -69,9 +69,12 @@ pub struct IpamConf {
     pub mode: Option<String>,
     #[serde(default)]
     pub ranges: Vec<Vec<RangeConf>>,
-    /// The legacy single range, as host-local still accepts it.
-    #[serde(flatten)]
-    pub legacy: LegacyRange,
+    /// The legacy single range, as host-local still accepts it. Not `#[serde(flatten)]`ed
+    /// from a struct: flattening hides the key's path from error messages.
+    pub subnet: Option<String>,
+    pub range_start: Option<String>,
+    pub range_end: Option<String>,
+    pub gateway: Option<String>,
     #[serde(default)]
     pub routes: Vec<Value>,
     pub resolv_conf: Option<PathBuf>,
@@ -86,15 +89,6 @@ pub struct IpamConf {
 #[serde(rename_all = "camelCase")]
 pub struct RangeConf {
     pub subnet: String,
-    pub range_start: Option<String>,
-    pub range_end: Option<String>,
-    pub gateway: Option<String>,
-}
-
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LegacyRange {
-    pub subnet: Option<String>,
     pub range_start: Option<String>,
     pub range_end: Option<String>,
     pub gateway: Option<String>,

@@ -47,7 +47,8 @@ fn requested(req: &Request, args: &CniArgs, pool: &Pool) -> CniResult<Vec<Option
             });
         };
         match pool.find(ip) {
-            Some((set, _)) if per_set[set].is_none() => per_set[set] = Some(ip),
+            // The same address through two sources is one request, as in host-local.
+            Some((set, _)) if per_set[set].is_none_or(|have| have == ip) => per_set[set] = Some(ip),
             Some((set, _)) => {
                 return Err(CniError::new(
                     code::ADDRESS_UNAVAILABLE,

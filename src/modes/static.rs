@@ -1,15 +1,15 @@
 //! `static`: the ranges written in the config, exactly as host-local reads them.
 
-use crate::cni::config::{IpamConf, LegacyRange};
+use crate::cni::config::IpamConf;
 use crate::cni::error::{CniError, CniResult};
 use crate::ipam::pool::{Range, RangeSet};
 
 /// The legacy single range (if any) comes first, then `ranges`, as in host-local.
 pub fn range_sets(ipam: &IpamConf) -> CniResult<Vec<RangeSet>> {
     let mut sets: Vec<RangeSet> = Vec::new();
-    let LegacyRange { subnet, range_start, range_end, gateway } = &ipam.legacy;
-    if let Some(subnet) = subnet {
-        sets.push(vec![Range::new("ipam", subnet, range_start.as_deref(), range_end.as_deref(), gateway.as_deref())?]);
+    if let Some(subnet) = &ipam.subnet {
+        let (start, end, gw) = (ipam.range_start.as_deref(), ipam.range_end.as_deref(), ipam.gateway.as_deref());
+        sets.push(vec![Range::new("ipam", subnet, start, end, gw)?]);
     }
     for (i, set) in ipam.ranges.iter().enumerate() {
         let field = format!("ipam.ranges[{i}]");
