@@ -1,8 +1,11 @@
 //! The operator's CLI: the same binary run without CNI_COMMAND.
 
-use crate::cni::config::DEFAULT_DATA_DIR;
+use crate::cni::config::{self, DEFAULT_DATA_DIR};
 use crate::cni::version::SUPPORTED;
+use crate::ipam::gc;
 use crate::ipam::pool::Pool;
+use crate::modes;
+use crate::store::host_local;
 use crate::store::{Access, LeaseRecord, LeaseState, Store};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -37,6 +40,51 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Find stale leases and (with --apply) release them. A dry run by default.
+    ///
+    /// Leases from an earlier boot are always stale. With --netns-gone, so are leases whose
+    /// network namespace path no longer exists; with --keep or --keep-from, every lease whose
+    /// container is not listed.
+    Gc {
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        network: Option<String>,
+        /// Also release leases whose recorded network namespace path is gone.
+        #[arg(long)]
+        netns_gone: bool,
+        /// Live containers (`ID` or `ID:IFNAME`, comma-separated or repeated); every other lease is released.
+        #[arg(long, value_delimiter = ',')]
+        keep: Vec<String>,
+        /// A file (or `-` for stdin) with one live container ID (or `ID:IFNAME`) per line,
+        /// e.g. from `crictl pods -q`.
+        #[arg(long)]
+        keep_from: Option<PathBuf>,
+        /// Release what is found (without it, only list it).
+        #[arg(long)]
+        apply: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Adopt host-local's leases, so running pods keep their addresses after the switch.
+    ImportHostLocal {
+        /// host-local's directory for the network, e.g. /var/lib/cni/networks/mynet.
+        #[arg(long)]
+        from: PathBuf,
+        /// The network name (the conflist's `name`).
+        #[arg(long)]
+        network: String,
+        /// podcidr's dataDir.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+        /// The network config (.conf or .conflist) whose ranges the leases belong to; records
+        /// then carry subnet and gateway. Optional.
+        #[arg(long)]
+        conf: Option<PathBuf>,
+        /// Interface name for leases in host-local's old id-only format.
+        #[arg(long, default_value = "eth0")]
+        ifname: String,
+    },
     /// Print the version and the CNI spec versions spoken.
     Version,
 }
@@ -45,6 +93,12 @@ pub fn run() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
+        Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, apply, json } => {
+            run_gc(&data_dir, network.as_deref(), netns_gone, keep, keep_from.as_deref(), apply, json)
+        }
+        Cmd::ImportHostLocal { from, network, data_dir, conf, ifname } => {
+            import_host_local(&from, &network, &data_dir, conf.as_deref(), &ifname)
+        }
         Cmd::Version => {
             println!("podcidr {}\nCNI spec versions: {}", env!("CARGO_PKG_VERSION"), SUPPORTED.join(", "));
             Ok(())
@@ -122,7 +176,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
             let mut subnets: Vec<String> = set.iter().map(|r| r.subnet.to_string()).collect();
             subnets.dedup();
             st.range_sets.push(RangeSetStatus {
-                family: if set[0].range_start.is_ipv4() { "IPv4" } else { "IPv6" },
+                family: if set.first().is_some_and(|r| r.range_start.is_ipv4()) { "IPv4" } else { "IPv6" },
                 subnets,
                 allocated: allocated[i],
                 capacity: pool.capacity(i),
@@ -133,18 +187,8 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
 }
 
 fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String> {
-    let mut names: Vec<String> = match only {
-        Some(n) => vec![n.to_string()],
-        None => std::fs::read_dir(data_dir)
-            .map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?
-            .filter_map(|e| e.ok())
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect(),
-    };
-    names.sort();
     let mut networks = Vec::new();
-    for name in &names {
+    for name in &network_names(data_dir, only)? {
         if let Some(st) = network_status(name, &data_dir.join(name))? {
             networks.push(st);
         } else if only.is_some() {
@@ -181,6 +225,154 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
         }
         for u in &n.unreadable {
             writeln!(out, "  {} [unreadable record: {}]", u.file, u.error)?;
+        }
+    }
+    Ok(())
+}
+
+fn network_names(data_dir: &Path, only: Option<&str>) -> Result<Vec<String>, String> {
+    if let Some(n) = only {
+        return Ok(vec![n.to_string()]);
+    }
+    let mut names: Vec<String> = std::fs::read_dir(data_dir)
+        .map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    Ok(names)
+}
+
+fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<gc::Valid>, String> {
+    let mut items = keep;
+    if let Some(path) = keep_from {
+        let text = if path == Path::new("-") {
+            std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
+        } else {
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
+        };
+        items.extend(text.split_whitespace().map(String::from));
+    } else if items.is_empty() {
+        return Ok(None);
+    }
+    let mut valid = gc::Valid::default();
+    for item in items {
+        match item.split_once(':') {
+            Some((cid, ifname)) => valid.attachments.insert((cid.to_string(), ifname.to_string())),
+            None => valid.containers.insert(item),
+        };
+    }
+    Ok(Some(valid))
+}
+
+fn run_gc(
+    data_dir: &Path,
+    only: Option<&str>,
+    netns_gone: bool,
+    keep: Vec<String>,
+    keep_from: Option<&Path>,
+    apply: bool,
+    json: bool,
+) -> Result<(), String> {
+    let criteria = gc::Criteria { earlier_boot: true, netns_gone, valid: read_keep(keep, keep_from)? };
+    let access = if apply { Access::Exclusive } else { Access::Shared };
+    let mut report = Vec::new();
+    let mut failures = Vec::new();
+    for name in network_names(data_dir, only)? {
+        let Some(store) = Store::open_existing(&data_dir.join(&name), access).map_err(|e| e.msg)? else {
+            if only.is_some() {
+                return Err(format!("no store for network {name:?} in {}", data_dir.display()));
+            }
+            continue;
+        };
+        let stale = gc::plan(&store, &criteria).map_err(|e| e.msg)?;
+        if apply {
+            failures.extend(gc::apply(&store, &stale).into_iter().map(|e| format!("{name}: {}", e.msg)));
+        }
+        report.push((name, stale));
+    }
+    let mut out = std::io::stdout().lock();
+    let written = if json {
+        let doc: Vec<_> = report
+            .iter()
+            .map(|(n, stale)| serde_json::json!({ "network": n, "applied": apply, "stale": stale }))
+            .collect();
+        writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+    } else {
+        write_gc_human(&mut out, &report, apply)
+    };
+    written.map_err(|e| format!("cannot write the report: {e}"))?;
+    if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+}
+
+fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], apply: bool) -> std::io::Result<()> {
+    let verb = if apply { "released" } else { "would release" };
+    for (name, stale) in report {
+        writeln!(out, "Network {name}: {} stale lease(s)", stale.len())?;
+        for s in stale {
+            let attachment = format!("{}:{}", s.container_id, s.ifname);
+            let who = if s.owner == s.container_id { attachment } else { format!("{}, {attachment}", s.owner) };
+            writeln!(out, "  {verb} {} ({who}): {}", s.ip, s.reason)?;
+        }
+    }
+    if !apply && report.iter().any(|(_, s)| !s.is_empty()) {
+        writeln!(out, "Dry run: nothing was released. Run again with --apply to release these.")?;
+    }
+    Ok(())
+}
+
+/// A network config from a .conf, or the plugin with an ipam stanza from a .conflist.
+fn read_conf(path: &Path) -> Result<Pool, String> {
+    let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+    if let Some(plugins) = doc.get("plugins").and_then(|p| p.as_array()) {
+        let mut plugin = plugins
+            .iter()
+            .find(|p| p.get("ipam").is_some())
+            .cloned()
+            .ok_or_else(|| format!("{}: no plugin has an ipam stanza", path.display()))?;
+        plugin["cniVersion"] = doc["cniVersion"].clone();
+        plugin["name"] = doc["name"].clone();
+        doc = plugin;
+    }
+    let req = config::parse(doc.to_string().as_bytes()).map_err(|e| format!("{}: {}", path.display(), e.msg))?;
+    modes::pool(&req).map_err(|e| format!("{}: {}", path.display(), e.msg))
+}
+
+fn import_host_local(
+    from: &Path,
+    network: &str,
+    data_dir: &Path,
+    conf: Option<&Path>,
+    ifname: &str,
+) -> Result<(), String> {
+    config::validate_network_name(network).map_err(|e| e.msg)?;
+    let pool = conf.map(read_conf).transpose()?;
+    let mut store = Store::open(data_dir, network, Access::Exclusive).map_err(|e| e.msg)?;
+    if let Some(pool) = &pool {
+        store.write_pool(&crate::ipam::pool_json(pool, "static")).map_err(|e| e.msg)?;
+    }
+    let pool = pool.or_else(|| store.read_pool().and_then(|b| serde_json::from_slice(&b).ok()));
+    let report = host_local::import(from, &mut store, pool.as_ref(), ifname).map_err(|e| e.msg)?;
+    let mut out = std::io::stdout().lock();
+    let owners: std::collections::BTreeSet<_> = report.adopted.iter().map(|(_, c, i)| (c, i)).collect();
+    let _ = writeln!(
+        out,
+        "Adopted {} lease(s) of {} attachment(s) from {} into {}",
+        report.adopted.len(),
+        owners.len(),
+        from.display(),
+        store.dir().display()
+    );
+    for (ip, cid, ifname) in &report.adopted {
+        let _ = writeln!(out, "  {ip} ({cid}:{ifname})");
+    }
+    if !report.skipped.is_empty() {
+        let _ = writeln!(out, "Skipped {}:", report.skipped.len());
+        for (file, why) in &report.skipped {
+            let _ = writeln!(out, "  {file}: {why}");
         }
     }
     Ok(())

@@ -78,10 +78,16 @@ fn existing_lease(store: &Store, pool: &Pool, att: &Attachment) -> CniResult<Opt
         OwnerState::Unreadable(_) => return Ok(None),
     };
     let mut held = Vec::new();
+    let boot = store::boot_id();
     for ip in idx.ips {
         let LeaseState::Held(rec) = store.lease(ip)? else {
             return Ok(None);
         };
+        // A container ID reused after a reboot (cnitool derives it from the netns path) names a
+        // new container: the old lease is stale, not its own.
+        if !rec.boot_id.is_empty() && rec.boot_id != boot {
+            return Ok(None);
+        }
         let Some((set, _)) = pool.find(ip) else {
             return Ok(None);
         };

@@ -21,6 +21,7 @@
 //! Nothing is fsynced: the page cache survives a killed process, and a power loss also ends
 //! every container of the node; leases from an earlier boot are reclaimed by boot ID.
 
+pub mod host_local;
 pub mod record;
 
 pub use record::{LeaseRecord, OwnerIndex};
@@ -141,10 +142,15 @@ pub fn owner_file_name(container_id: &str, ifname: &str) -> String {
 
 /// The kernel's boot ID; `PODCIDR_BOOT_ID` overrides it for tests.
 pub fn boot_id() -> String {
-    if let Some(id) = std::env::var_os("PODCIDR_BOOT_ID") {
-        return id.to_string_lossy().into_owned();
-    }
-    fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+    static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BOOT_ID
+        .get_or_init(|| match std::env::var_os("PODCIDR_BOOT_ID") {
+            Some(id) => id.to_string_lossy().into_owned(),
+            None => {
+                fs::read_to_string("/proc/sys/kernel/random/boot_id").map(|s| s.trim().to_string()).unwrap_or_default()
+            }
+        })
+        .clone()
 }
 
 impl Store {
