@@ -53,6 +53,8 @@ cleanup() {
     remove_cni_cache "$NET4" "$NET6"
     rm -rf "$E2E_STATE" "$E2E_RUN"
     restore_forwarding
+    rmdir /run/podcidr-e2e /var/lib/podcidr-e2e 2>/dev/null
+    return 0
 }
 
 on_exit() {
@@ -220,8 +222,6 @@ check_addr() {
 ping_from() { # ping_from NAME ADDRESS
     check "$1 pings $2 over the bridge" pm exec "$1" ping -c 1 -W 3 "$2"
 }
-# trace_for ID: the CNI calls podcidr got for that container (command exit id ifname netns prevResult args)
-trace_for() { e2epy trace "$TRACE_DIR" | awk -v id="$1" '$3 == id'; }
 
 # ---------------------------------------------------------------------------------------------
 section "IPv4 network $NET4 ($FIRST4-$LAST4)"
@@ -306,3 +306,5 @@ if [[ -z $bad ]]; then
 else
     fail "every CNI call to podcidr exits 0" "$bad" "(every call in full: $E2E_LOGS/trace.txt)"
 fi
+warnings=$(grep -v -E '^\S+ +(INFO|DEBUG|TRACE) ' "$PODCIDR_LOG" || true)
+expect_eq "podcidr logged no warning or error" "" "$warnings"

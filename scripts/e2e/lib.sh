@@ -243,6 +243,9 @@ e2epy() { "$PY" "$E2E_PY" "$@"; }
 # leases NETWORK: one line per lease: ip containerID ifname podNamespace podName netns
 leases() { "$PODCIDR" status --data-dir "$DATA_DIR" --network "$1" --json | e2epy leases; }
 lease_count() { leases "$1" | grep -c . || true; }
+# trace_for ID: the CNI calls podcidr got for that container, oldest first, one a line:
+# command exit containerID ifname netns prevResult(yes/no) CNI_ARGS
+trace_for() { e2epy trace "$TRACE_DIR" | awk -v id="$1" '$3 == id'; }
 # in_subnet ADDRESS CIDR [FIRST LAST]
 in_subnet() { e2epy in-subnet "$@"; }
 
