@@ -51,6 +51,7 @@ containerd_pid() { # the pid of our containerd, if it runs
 }
 # start_containerd CONFIG: starts our containerd and waits until its CRI is ready
 start_containerd() {
+    echo "$1" >"$E2E_STATE/active-config"
     containerd --config "$1" >>"$E2E_LOGS/containerd.log" 2>&1 &
     echo $! >"$PIDFILE"
     local i
@@ -80,11 +81,11 @@ cleanup() {
     # Pods an interrupted run left: ask (a restarted) containerd to stop and remove them, so
     # their shims, mounts and network namespaces go the proper way.
     local config
-    config=$(ls -t "$E2E_STATE"/config-*.toml 2>/dev/null | head -n1)
+    config=$(cat "$E2E_STATE/active-config" 2>/dev/null)
     if [[ -x $VENV/bin/python ]]; then
         if containerd_pid >/dev/null; then
             cri remove-all
-        elif [[ -n $config && -n $(ls -A "$E2E_RUN/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null) ]]; then
+        elif [[ -f $config && -n $(ls -A "$E2E_RUN/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null) ]]; then
             log "restarting containerd to remove the pods an earlier run left"
             start_containerd "$config" && cri remove-all
         fi
@@ -136,6 +137,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "$E2E_NAME: 0 passed, 1 failed"
     exit 1
 fi
+take_lock
 mkdir -p "$E2E_LOGS"
 trap on_exit EXIT
 trap 'exit 130' INT

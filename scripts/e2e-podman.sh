@@ -78,6 +78,7 @@ if [[ $(id -u) -ne 0 ]]; then
     echo "$E2E_NAME: 0 passed, 1 failed"
     exit 1
 fi
+take_lock
 mkdir -p "$E2E_LOGS"
 trap on_exit EXIT
 trap 'exit 130' INT

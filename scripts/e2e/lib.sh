@@ -83,6 +83,17 @@ distinct() { # distinct ADDRESS...: no address twice
     if [[ -z $dup ]]; then pass "addresses distinct: $*"; else fail "addresses distinct" "twice: $dup"; fi
 }
 
+# Two runs of one script at once would remove each other's containers: the second one waits.
+take_lock() {
+    mkdir -p /run/lock
+    exec 9>"/run/lock/podcidr-$E2E_NAME.lock"
+    flock -w 600 9 || {
+        echo "$E2E_NAME: another run holds /run/lock/podcidr-$E2E_NAME.lock"
+        echo "$E2E_NAME: 0 passed, 1 failed"
+        exit 1
+    }
+}
+
 # ---------------------------------------------------------------------------------------------
 # Dependencies
 
@@ -131,7 +142,9 @@ printf '%s\n' "\$stdout"
 exit \$rc
 EOF
     chmod 0755 "$CNI_BIN/podcidr"
-    log "podcidr: $("$PODCIDR" version | head -n1) from $bin"
+    local v
+    v=$("$PODCIDR" version)
+    log "podcidr: ${v%%$'\n'*} from $bin"
 }
 
 # ---------------------------------------------------------------------------------------------
