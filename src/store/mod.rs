@@ -7,6 +7,7 @@
 //!   owners/<containerID>:<ifname>  the addresses that attachment holds (the index by owner)
 //!   last_reserved_ip.<set>      where the round robin of range set <set> continues
 //!   pool.json                   the ranges in force, for `podcidr status`
+//!   source.json                 the pod CIDRs last read by a kubernetes, kubelet or crd mode
 //! ```
 //!
 //! Crash safety (SIGKILL at any instant) rests on three rules:
@@ -39,6 +40,8 @@ use std::path::{Path, PathBuf};
 pub const LEASES: &str = "leases";
 pub const OWNERS: &str = "owners";
 pub const POOL_FILE: &str = "pool.json";
+/// The cache of the non-static modes (see `modes::source`); written without the lock.
+pub const SOURCE_FILE: &str = "source.json";
 const LOCK_FILE: &str = "lock";
 const TMP: &str = ".tmp";
 /// Longest textual address (IPv6) plus a newline; the file is rewritten in place at this width.
@@ -97,10 +100,22 @@ fn create_new(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Reads a store file. Anything but a regular file (a symlink, a directory, a FIFO someone put
+/// there) is refused without blocking, so a foreign object can never hang a request under the lock.
 fn read_small(path: &Path) -> io::Result<Vec<u8>> {
+    let mut file =
+        OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+    }
     let mut buf = Vec::with_capacity(512);
-    open_nofollow(path)?.read_to_end(&mut buf)?;
+    file.read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+/// Whether a failed read means "something is there, but not a record of ours".
+fn is_foreign(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData || matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::EISDIR))
 }
 
 fn cstr(p: &Path) -> io::Result<CString> {
@@ -135,6 +150,44 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     }
 }
 
+/// Creates `dir` (0700) if it is missing; refuses anything there that is not a directory.
+fn ensure_store_dir(dir: &Path) -> CniResult<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(CniError::new(
+            crate::cni::error::code::IO_FAILURE,
+            format!(
+                "{} is not a directory (a symbolic link?); the store is never followed out of itself",
+                dir.display()
+            ),
+        )),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            private_dir(dir).map_err(|e| CniError::io(format!("cannot create {}", dir.display()), &e))
+        }
+        Err(e) => Err(CniError::io(format!("cannot stat {}", dir.display()), &e)),
+    }
+}
+
+/// Reads `name` in a network's store directory without its lock: for files replaced whole by
+/// [`write_unlocked`], which a reader sees old or new, never half-written.
+pub fn read_unlocked(network_dir: &Path, name: &str) -> Option<Vec<u8>> {
+    read_small(&network_dir.join(name)).ok()
+}
+
+/// Replaces `name` in a network's store directory (created if missing) whole: written aside
+/// under a name of this process, then renamed over it (0600). Takes no lock, so it may be
+/// called while an ADD elsewhere holds it; of two concurrent writers the last one wins.
+pub fn write_unlocked(network_dir: &Path, name: &str, bytes: &[u8]) -> CniResult<()> {
+    ensure_store_dir(network_dir)?;
+    let tmp = network_dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let path = network_dir.join(name);
+    let _ = fs::remove_file(&tmp);
+    create_new(&tmp).and_then(|mut f| f.write_all(bytes)).and_then(|()| fs::rename(&tmp, &path)).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        CniError::io(format!("cannot write {}", path.display()), &e)
+    })
+}
+
 pub fn owner_file_name(container_id: &str, ifname: &str) -> String {
     // Neither a container ID nor an ifname may hold ':', so the name is unambiguous.
     format!("{container_id}:{ifname}")
@@ -162,22 +215,7 @@ impl Store {
     pub fn open(data_dir: &Path, network: &str, access: Access) -> CniResult<Store> {
         let dir = Self::network_dir(data_dir, network);
         for sub in [dir.as_path(), &dir.join(LEASES), &dir.join(OWNERS)] {
-            match fs::symlink_metadata(sub) {
-                Ok(m) if m.is_dir() => {}
-                Ok(_) => {
-                    return Err(CniError::new(
-                        crate::cni::error::code::IO_FAILURE,
-                        format!(
-                            "{} is not a directory (a symbolic link?); the store is never followed out of itself",
-                            sub.display()
-                        ),
-                    ));
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    private_dir(sub).map_err(|e| CniError::io(format!("cannot create {}", sub.display()), &e))?;
-                }
-                Err(e) => return Err(CniError::io(format!("cannot stat {}", sub.display()), &e)),
-            }
+            ensure_store_dir(sub)?;
         }
         let lock_path = dir.join(LOCK_FILE);
         let lock = OpenOptions::new()
@@ -246,6 +284,7 @@ impl Store {
                 Err(e) => OwnerState::Unreadable(e.to_string()),
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(OwnerState::None),
+            Err(e) if is_foreign(&e) => Ok(OwnerState::Unreadable(format!("{e} (a symbolic link?)"))),
             Err(e) => Err(self.io_err("read", &path, &e)),
         }
     }
@@ -262,6 +301,7 @@ impl Store {
             }),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(LeaseState::Free),
             Err(e) if e.raw_os_error() == Some(libc::ELOOP) => Ok(LeaseState::Unreadable("is a symbolic link".into())),
+            Err(e) if is_foreign(&e) => Ok(LeaseState::Unreadable(e.to_string())),
             Err(e) => Err(self.io_err("read", path, &e)),
         }
     }
@@ -352,9 +392,11 @@ impl Store {
         let mut bytes =
             serde_json::to_vec(owner).map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
         bytes.push(b'\n');
-        create_new(&owner_path)
-            .and_then(|mut f| f.write_all(&bytes))
-            .map_err(|e| self.io_err("write", &owner_path, &e))?;
+        create_new(&owner_path).and_then(|mut f| f.write_all(&bytes)).map_err(|e| {
+            // A full disk must not leave an empty index behind.
+            let _ = fs::remove_file(&owner_path);
+            self.io_err("write", &owner_path, &e)
+        })?;
         for (i, lease) in leases.iter().enumerate() {
             if let Err(e) = self.write_lease(lease) {
                 // Undo what this call took; the index goes last so nothing is orphaned.
@@ -405,7 +447,8 @@ impl Store {
         for ip in ips {
             let ours = match self.lease(ip)? {
                 LeaseState::Held(rec) => rec.owned_by(container_id, ifname),
-                // Left by this owner's killed ADD: the index predates it, and records appear whole.
+                // Damaged (records are written whole, so not by a killed ADD) but named by this
+                // owner's index, which was written before it: most likely this owner's.
                 LeaseState::Unreadable(_) => true,
                 LeaseState::Free => false,
             };
@@ -431,6 +474,11 @@ impl Store {
         match fs::remove_file(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            // A directory someone put in the store is not ours to delete, nor a reason to fail.
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                tracing::warn!("leaving {} alone: it is a directory", path.display());
+                Ok(())
+            }
             Err(e) => Err(self.io_err("remove", path, &e)),
         }
     }
@@ -444,12 +492,6 @@ impl Store {
         if self.read_pool().as_deref() == Some(bytes) {
             return Ok(());
         }
-        let tmp = self.dir.join(".pool.tmp");
-        let path = self.dir.join(POOL_FILE);
-        let _ = fs::remove_file(&tmp);
-        create_new(&tmp)
-            .and_then(|mut f| f.write_all(bytes))
-            .and_then(|()| fs::rename(&tmp, &path))
-            .map_err(|e| self.io_err("write", &path, &e))
+        write_unlocked(&self.dir, POOL_FILE, bytes)
     }
 }
