@@ -25,9 +25,11 @@ const LIB_CASES: u32 = 2000;
 /// Cases for properties that exec the binary (each costs milliseconds).
 const EXEC_CASES: u32 = 400;
 
+/// `PODCIDR_FUZZ_SCALE=<n>` multiplies every case count, for long runs outside CI.
 fn cfg(cases: u32) -> Config {
+    let scale: u32 = std::env::var("PODCIDR_FUZZ_SCALE").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
     Config {
-        cases,
+        cases: cases.saturating_mul(scale.max(1)),
         // No regression files are written next to the tests; a failure prints its input.
         failure_persistence: None,
         ..Config::default()
