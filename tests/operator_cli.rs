@@ -145,3 +145,30 @@ fn after_a_reboot_a_reused_container_id_gets_a_fresh_lease_not_the_stale_one() {
     assert_eq!(sb.lease_files("net1"), vec![only_ip(&after)], "the stale lease is released");
     assert_eq!(sb.lease("net1", &only_ip(&after))["bootID"], "boot-2");
 }
+
+#[test]
+fn a_record_damaged_before_this_boot_is_reclaimed_but_one_damaged_since_is_kept() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.1.0", "10.33.0.0/24");
+    Call::add("live", &conf).run().ok_json();
+    let leases = sb.net_dir("net1").join("leases");
+    let old = leases.join("10.33.0.9");
+    fs::write(&old, "{ half a reco").unwrap();
+    fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(946_684_800))
+        .unwrap();
+    fs::write(leases.join("10.33.0.10"), "{ damaged today").unwrap();
+
+    let dry = cli(&["gc", "--data-dir", &data_dir_arg(&sb)]);
+    assert!(dry.stdout.contains("would release 10.33.0.9 (unreadable record"), "{}", dry.stdout);
+    assert!(!dry.stdout.contains("10.33.0.10"), "{}", dry.stdout);
+
+    // CNI GC without a list does the same.
+    Call::bare().env("CNI_COMMAND", "GC").conf(&conf).run().ok_silent();
+    let mut left = sb.lease_files("net1");
+    left.sort();
+    assert_eq!(left, vec!["10.33.0.10".to_string(), "10.33.0.2".to_string()]);
+}

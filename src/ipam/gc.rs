@@ -52,9 +52,27 @@ pub struct Stale {
 pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
     let boot = store::boot_id();
     let mut out = Vec::new();
+    let booted = store::boot_time();
     for (file, state) in store.leases()? {
-        let LeaseState::Held(rec) = state else {
-            continue;
+        let rec = match state {
+            LeaseState::Held(rec) => rec,
+            // A record damaged by a crash of an earlier boot names no live container; without
+            // this it would hold its address for ever.
+            LeaseState::Unreadable(why) if criteria.earlier_boot => {
+                let before_boot = booted.zip(store.lease_mtime(&file)).is_some_and(|(b, m)| m < b);
+                if let (true, Ok(ip)) = (before_boot, file.parse::<IpAddr>()) {
+                    out.push(Stale {
+                        ip,
+                        container_id: String::new(),
+                        ifname: String::new(),
+                        owner: "unreadable record".into(),
+                        reason: format!("damaged record ({why}) written before this boot"),
+                        file,
+                    });
+                }
+                continue;
+            }
+            _ => continue,
         };
         let reason = if criteria.earlier_boot && !boot.is_empty() && !rec.boot_id.is_empty() && rec.boot_id != boot {
             format!("leased in an earlier boot ({})", rec.boot_id)
@@ -89,7 +107,9 @@ pub fn apply(store: &Store, stale: &[Stale]) -> Vec<CniError> {
             }
             Err(e) => errors.push(e),
         }
-        owners.insert((s.container_id.clone(), s.ifname.clone()));
+        if !s.container_id.is_empty() {
+            owners.insert((s.container_id.clone(), s.ifname.clone()));
+        }
     }
     for (cid, ifname) in owners {
         if let Err(e) = drop_index_if_empty(store, &cid, &ifname) {

@@ -184,6 +184,13 @@ pub fn write_unlocked(network_dir: &Path, name: &str, bytes: &[u8]) -> CniResult
     })
 }
 
+/// When this boot began, from /proc/stat's `btime`.
+pub fn boot_time() -> Option<std::time::SystemTime> {
+    let stat = fs::read_to_string("/proc/stat").ok()?;
+    let secs: u64 = stat.lines().find_map(|l| l.strip_prefix("btime "))?.trim().parse().ok()?;
+    Some(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
+}
+
 pub fn owner_file_name(container_id: &str, ifname: &str) -> String {
     // Neither a container ID nor an ifname may hold ':', so the name is unambiguous.
     format!("{container_id}:{ifname}")
@@ -455,6 +462,11 @@ impl Store {
         }
         self.remove(&self.owner_path(container_id, ifname))?;
         Ok(released)
+    }
+
+    /// When `leases/<name>` was last written.
+    pub fn lease_mtime(&self, name: &str) -> Option<std::time::SystemTime> {
+        fs::symlink_metadata(self.dir.join(LEASES).join(name)).and_then(|m| m.modified()).ok()
     }
 
     /// Removes one lease file by name, as GC does for leases no index names.
