@@ -5,6 +5,7 @@ use crate::cni::version::SUPPORTED;
 use crate::ipam::gc;
 use crate::ipam::pool::Pool;
 use crate::modes;
+use crate::modes::source::{Cached, now_ms};
 use crate::store::host_local;
 use crate::store::{Access, LeaseRecord, LeaseState, Store};
 use clap::{Parser, Subcommand};
@@ -119,6 +120,8 @@ struct NetworkStatus {
     name: String,
     dir: PathBuf,
     mode: Option<String>,
+    /// Where a kubernetes, kubelet or crd mode read the pod CIDRs.
+    source: Option<SourceStatus>,
     range_sets: Vec<RangeSetStatus>,
     leases: Vec<LeaseRecord>,
     /// Leases outside every configured range (left from an earlier config).
@@ -136,6 +139,15 @@ struct RangeSetStatus {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceStatus {
+    #[serde(flatten)]
+    read: Cached,
+    /// None when the clock went back since the read.
+    age_seconds: Option<u64>,
+}
+
+#[derive(Serialize)]
 struct Unreadable {
     file: String,
     error: String,
@@ -148,10 +160,15 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
     let pool_doc: Option<serde_json::Value> = store.read_pool().and_then(|b| serde_json::from_slice(&b).ok());
     let mode = pool_doc.as_ref().and_then(|d| d["mode"].as_str()).map(String::from);
     let pool: Option<Pool> = pool_doc.and_then(|d| serde_json::from_value(d).ok());
+    // A cache left from another mode says nothing about the ranges in force.
+    let source = Cached::read(dir)
+        .filter(|c| mode.as_deref() == Some(c.mode.as_str()))
+        .map(|read| SourceStatus { age_seconds: read.age(now_ms()).map(|a| a.as_secs()), read });
     let mut st = NetworkStatus {
         name: name.to_string(),
         dir: dir.to_path_buf(),
         mode,
+        source,
         range_sets: Vec::new(),
         leases: Vec::new(),
         outside_ranges: Vec::new(),
@@ -215,6 +232,20 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
         }
         let mode = n.mode.as_deref().unwrap_or("unknown");
         writeln!(out, "Network {} (mode {mode}, {})", n.name, n.dir.display())?;
+        if let Some(src) = &n.source {
+            let o = &src.read.observed;
+            let mut from = o.object.clone();
+            for (key, value) in [("uid", &o.uid), ("resourceVersion", &o.resource_version)] {
+                if let Some(v) = value {
+                    from.push_str(&format!(", {key} {v}"));
+                }
+            }
+            let age = src.age_seconds.map_or("at a time in the future".into(), |s| {
+                format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(s)))
+            });
+            writeln!(out, "Source: {from} (node {})", src.read.node)?;
+            writeln!(out, "Pod CIDRs: {}, read {age}", o.cidrs.join(", "))?;
+        }
         for rs in &n.range_sets {
             writeln!(out, "{}: {}/{} allocated from {}", rs.family, rs.allocated, rs.capacity, rs.subnets.join(", "))?;
         }

@@ -83,6 +83,31 @@ pub struct IpamConf {
     pub exclude: Vec<String>,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
+    // The keys of the kubernetes, kubelet and crd modes (docs/modes.md); static ignores them.
+    pub kubeconfig: Option<PathBuf>,
+    pub node_name: Option<String>,
+    pub api_timeout_seconds: Option<f64>,
+    #[serde(rename = "cacheTTLSeconds")]
+    pub cache_ttl_seconds: Option<f64>,
+    #[serde(default, rename = "requireIPv4PodCIDR")]
+    pub require_ipv4_pod_cidr: bool,
+    #[serde(default, rename = "requireIPv6PodCIDR")]
+    pub require_ipv6_pod_cidr: bool,
+    pub crd: Option<CrdConf>,
+    pub kubelet_config: Option<PathBuf>,
+}
+
+/// Which custom resource the `crd` mode reads; the defaults are Cilium's CiliumNode.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CrdConf {
+    pub api_version: Option<String>,
+    pub plural: Option<String>,
+    /// Dot-separated path to the CIDRs inside the object.
+    #[serde(rename = "podCIDRsPath")]
+    pub pod_cidrs_path: Option<String>,
+    /// Unset for a cluster-scoped resource.
+    pub namespace: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -296,8 +296,9 @@ pub fn gc(req: &Request) -> CniResult<()> {
 
 /// CNI STATUS: succeeds when an ADD could succeed now.
 pub fn status(req: &Request) -> CniResult<()> {
-    let pool = modes::pool(req)?;
     let not_available = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
+    // No pod CIDR yet: an ADD would be told to try again later, so the plugin is not ready.
+    let pool = modes::pool(req).map_err(|e| if e.code == code::TRY_AGAIN_LATER { not_available(e.msg) } else { e })?;
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Shared)
         .map_err(|e| not_available(format!("the lease store is unusable: {}", e.msg)))?;
     for set in 0..pool.range_sets.len() {
