@@ -153,10 +153,12 @@ apt_install containerd runc busybox-static containernetworking-plugins iproute2 
 if ! { [[ -x $VENV/bin/python && $(cat "$VENV/.podcidr-e2e" 2>/dev/null) == "$CRI_REQ" ]] &&
     "$VENV/bin/python" -c 'import cri_api.v1.api_pb2_grpc' 2>/dev/null; }; then
     log "pip install $CRI_REQ (venv $VENV)"
+    t0=$SECONDS
     rm -rf "$VENV"
     "$PY" -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check "$CRI_REQ" \
         >"$E2E_LOGS/pip.log" 2>&1 && echo "$CRI_REQ" >"$VENV/.podcidr-e2e" ||
         die "installing $CRI_REQ in $VENV" "$(tail -n 20 "$E2E_LOGS/pip.log")"
+    log "pip install took $((SECONDS - t0)) s"
 fi
 save_forwarding
 for path in "${FORWARDING_SYSCTLS[@]}"; do [[ -r $path ]] && SAVED[$path]=$(cat "$path"); done

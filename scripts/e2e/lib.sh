@@ -105,12 +105,14 @@ apt_install() {
     done
     ((${#missing[@]})) || return 0
     log "apt-get install ${missing[*]}"
+    local t0=$SECONDS
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >"$E2E_LOGS/apt.log" 2>&1 || {
         cat "$E2E_LOGS/apt.log" >&2
         return 1
     }
+    log "apt-get install took $((SECONDS - t0)) s"
 }
 
 # Builds the release binary (or takes $PODCIDR_BIN) and installs it in the private CNI bin dir,
@@ -118,7 +120,9 @@ apt_install() {
 install_podcidr() {
     local bin=${PODCIDR_BIN:-}
     if [[ -z "$bin" ]]; then
+        local t0=$SECONDS
         bin=$(bash "$E2E_ROOT/scripts/build.sh") || return 1
+        log "scripts/build.sh took $((SECONDS - t0)) s"
     fi
     [[ -x "$bin" ]] || {
         log "no podcidr binary at $bin"
