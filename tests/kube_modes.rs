@@ -41,6 +41,16 @@ fn ips(result: &Value) -> Vec<String> {
     addresses(result)
 }
 
+/// A server answering with node-manual's dual-stack Node, a sandbox, and a config that reads it
+/// with a token.
+fn node_manual(version: &str) -> (ApiServer, Sandbox, Value) {
+    let server = ApiServer::start(version);
+    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
+    let sb = Sandbox::new();
+    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    (server, sb, c)
+}
+
 /// A port on 127.0.0.1 where nothing listens.
 fn dead_kubeconfig(sb: &Sandbox) -> PathBuf {
     let mut server = ApiServer::start(API_VERSIONS[0]);
@@ -179,11 +189,8 @@ fn other_credentials_token_file_and_exec_plugin() {
 
 #[test]
 fn within_the_ttl_no_request_reaches_the_api_server() {
-    let server = ApiServer::start(API_VERSIONS[0]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let kc = server.token_kubeconfig(sb.root(), TOKEN);
-    let c = with(node_conf(&sb, &kc, "node-manual"), "cacheTTLSeconds", json!(30));
+    let (server, sb, c) = node_manual(API_VERSIONS[0]);
+    let c = with(c, "cacheTTLSeconds", json!(30));
     Call::add("c1", &c).run().ok_json();
     assert_eq!(server.requests(), 1);
     Call::add("c2", &c).run().ok_json();
@@ -214,10 +221,7 @@ fn within_the_ttl_no_request_reaches_the_api_server() {
 
 #[test]
 fn api_down_with_a_warm_cache_uses_it_and_warns() {
-    let mut server = ApiServer::start(API_VERSIONS[1]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    let (mut server, _sb, c) = node_manual(API_VERSIONS[1]);
     Call::add("c1", &c).run().ok_json();
     server.stop();
     let out = Call::add("c2", &c).run();
@@ -229,10 +233,7 @@ fn api_down_with_a_warm_cache_uses_it_and_warns() {
 
 #[test]
 fn an_error_answer_with_a_warm_cache_uses_it_too() {
-    let server = ApiServer::start(API_VERSIONS[0]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    let (server, _sb, c) = node_manual(API_VERSIONS[0]);
     Call::add("c1", &c).run().ok_json();
     server.route(NODE_MANUAL, Reply { status: 403, body: fixture(API_VERSIONS[0], "status-403.json") });
     let out = Call::add("c2", &c).run();
@@ -280,10 +281,7 @@ fn a_silent_api_server_costs_at_most_the_timeout() {
 
 #[test]
 fn del_never_asks_the_api_server() {
-    let mut server = ApiServer::start(API_VERSIONS[0]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    let (mut server, sb, c) = node_manual(API_VERSIONS[0]);
     Call::add("c1", &c).run().ok_json();
     let asked = server.requests();
     Call::del("c1", &c).run().ok_silent();
@@ -330,10 +328,7 @@ fn a_new_uid_brings_new_cidrs_and_old_leases_stay_until_their_del() {
 
 #[test]
 fn status_shows_where_the_cidrs_came_from() {
-    let server = ApiServer::start(API_VERSIONS[0]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    let (_server, sb, c) = node_manual(API_VERSIONS[0]);
     Call::add("c1", &c).run().ok_json();
     let data = sb.data_dir();
     let st = cli(&["status", "--data-dir", data.to_str().unwrap()]);
@@ -569,4 +564,144 @@ fn kubelet_without_a_pod_cidr_is_try_again_later() {
     let msg =
         Call::add("c1", &none).env("PODCIDR_PROC_ROOT", sb.root().join("nothing").to_str().unwrap()).run().err_msg(11);
     assert!(msg.contains("no kubelet process runs") && msg.contains("does not exist"), "{msg}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// conf/: the example conflists, the installer and the manifests
+// ---------------------------------------------------------------------------------------------
+
+const CONF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+
+fn conf_file(name: &str) -> String {
+    std::fs::read_to_string(Path::new(CONF_DIR).join(name)).unwrap_or_else(|e| panic!("conf/{name}: {e}"))
+}
+
+/// The request a runtime builds from a conflist for its plugin with an ipam stanza, with
+/// `ipam` keys overridden (dataDir and the like, to stay inside the sandbox).
+fn plugin_request(conflist: &Value, ipam: Value) -> Value {
+    let mut plugin =
+        conflist["plugins"].as_array().unwrap().iter().find(|p| p.get("ipam").is_some()).expect("ipam plugin").clone();
+    plugin["cniVersion"] = conflist["cniVersion"].clone();
+    plugin["name"] = conflist["name"].clone();
+    for (k, v) in ipam.as_object().unwrap() {
+        plugin["ipam"][k] = v.clone();
+    }
+    plugin
+}
+
+#[test]
+fn every_example_conflist_works() {
+    let server = ApiServer::start(API_VERSIONS[0]);
+    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
+    server.route_fixture(CILIUMNODE_MANUAL, "ciliumnode.json");
+    let sb = Sandbox::new();
+    let kc = server.token_kubeconfig(sb.root(), TOKEN);
+    let kubelet_yaml = sb.root().join("kubelet.yaml");
+    std::fs::write(&kubelet_yaml, "podCIDR: 10.8.0.0/24,fd00:8::/64\n").unwrap();
+    let cases = [
+        ("10-podcidr-kubernetes.conflist", json!({ "kubeconfig": kc, "nodeName": "node-manual" }), "10.244.2.2/24"),
+        ("10-podcidr-crd.conflist", json!({ "kubeconfig": kc, "nodeName": "node-manual" }), "10.244.2.2/24"),
+        ("10-podcidr-kubelet.conflist", json!({ "kubeletConfig": kubelet_yaml }), "10.8.0.2/24"),
+        ("10-podcidr-static.conflist", json!({}), "10.244.1.2/24"),
+    ];
+    for (name, ipam, first) in cases {
+        let sb = Sandbox::new();
+        let conflist: Value = serde_json::from_str(&conf_file(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut ipam = ipam;
+        ipam["dataDir"] = json!(sb.data_dir());
+        ipam["logFile"] = json!(sb.root().join("podcidr.log"));
+        let req = plugin_request(&conflist, ipam);
+        let out = Call::add("c1", &req).env("PODCIDR_PROC_ROOT", sb.root().to_str().unwrap()).run();
+        let res = out.ok_json();
+        assert_eq!(ips(&res).len(), 2, "{name}: dual stack: {res}");
+        assert_eq!(ips(&res)[0], first, "{name}: {res}");
+        Call::verb("STATUS").conf(&req).env("PODCIDR_PROC_ROOT", sb.root().to_str().unwrap()).run().ok_silent();
+    }
+}
+
+#[test]
+fn the_installer_copies_the_binary_and_writes_a_working_kubeconfig() {
+    let server = ApiServer::start(API_VERSIONS[0]);
+    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
+    let sb = Sandbox::new();
+    let sa = sb.root().join("sa");
+    std::fs::create_dir_all(&sa).unwrap();
+    std::fs::write(sa.join("token"), TOKEN).unwrap();
+    std::fs::write(sa.join("ca.crt"), &server.ca_pem).unwrap();
+    let (bin_dir, conf_dir) = (sb.root().join("host/opt/cni/bin"), sb.root().join("host/etc/cni/net.d"));
+    let out = std::process::Command::new("sh")
+        .arg(Path::new(CONF_DIR).join("install.sh"))
+        .arg("--once")
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("SA_DIR", &sa)
+        .env("PODCIDR_BIN", common::BIN)
+        .env("HOST_BIN_DIR", &bin_dir)
+        .env("HOST_CONF_DIR", &conf_dir)
+        .env("CONFLIST_SRC", Path::new(CONF_DIR).join("10-podcidr-kubernetes.conflist"))
+        .env("NODE_NAME", "node-manual")
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", server.addr.port().to_string())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode();
+    assert_eq!(mode(&bin_dir.join("podcidr")) & 0o777, 0o755);
+    let kubeconfig = conf_dir.join("podcidr-kubeconfig");
+    assert_eq!(mode(&kubeconfig) & 0o777, 0o600, "the token is a secret");
+    let names: Vec<String> =
+        std::fs::read_dir(&conf_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
+
+    let conflist: Value = serde_json::from_str(&std::fs::read_to_string(conf_dir.join("10-podcidr.conflist")).unwrap())
+        .expect("the installed conflist is JSON");
+    let req = plugin_request(&conflist, json!({ "dataDir": sb.data_dir(), "kubeconfig": kubeconfig, "logFile": null }));
+    assert_eq!(req["ipam"]["nodeName"], "node-manual", "__NODE_NAME__ is replaced");
+    let res = Call::add("c1", &req).run().ok_json();
+    assert_eq!(ips(&res), ["10.244.2.2/24", "fd00:10:244:2::2/64"]);
+    assert_eq!(server.seen().last().unwrap().auth, "token");
+}
+
+#[test]
+fn the_manifests_hold_what_the_plugin_needs() {
+    let docs = |name: &str| -> Vec<Value> {
+        serde_saphyr::from_multiple(&conf_file(name)).unwrap_or_else(|e| panic!("conf/{name}: {e}"))
+    };
+    let rbac = docs("rbac.yaml");
+    let kinds: Vec<&str> = rbac.iter().map(|d| d["kind"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ServiceAccount", "ClusterRole", "ClusterRoleBinding"]);
+    let rules = rbac[1]["rules"].as_array().unwrap();
+    for (group, resource) in [("", "nodes"), ("cilium.io", "ciliumnodes")] {
+        assert!(
+            rules.iter().any(|r| r["apiGroups"] == json!([group])
+                && r["resources"] == json!([resource])
+                && r["verbs"] == json!(["get"])),
+            "get on {resource}: {rules:?}"
+        );
+    }
+    assert_eq!(rbac[2]["subjects"][0]["name"], rbac[0]["metadata"]["name"]);
+
+    let install = docs("install.yaml");
+    let cm = install.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
+    let embedded: Value = serde_json::from_str(cm["data"]["10-podcidr.conflist"].as_str().unwrap()).unwrap();
+    let example: Value = serde_json::from_str(&conf_file("10-podcidr-kubernetes.conflist")).unwrap();
+    let strip = |mut v: Value| {
+        for key in ["apiTimeoutSeconds", "cacheTTLSeconds"] {
+            v["plugins"][0]["ipam"].as_object_mut().unwrap().remove(key);
+        }
+        v
+    };
+    assert_eq!(strip(embedded), strip(example), "install.yaml's conflist is conf/10-podcidr-kubernetes.conflist");
+    let ds = install.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
+    assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], rbac[0]["metadata"]["name"]);
+    let paths: Vec<&str> = ds["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v["hostPath"]["path"].as_str())
+        .collect();
+    assert_eq!(paths, ["/opt/cni/bin", "/etc/cni/net.d"]);
 }

@@ -55,11 +55,15 @@ pub fn check_name(field: &str, origin: &str, name: &str) -> CniResult<()> {
     if ok {
         return Ok(());
     }
-    let problem = format!(
-        "{name:?} (from {origin}) is not a valid Kubernetes object name: lowercase letters, digits, '-' and '.', \
-         starting and ending with a letter or digit, at most 253 characters"
-    );
-    Err(if origin.starts_with("ipam.") { CniError::config(field, problem) } else { CniError::env(origin, problem) })
+    let rule = "a Kubernetes object name is lowercase letters, digits, '-' and '.', starting and ending with a \
+                letter or digit, at most 253 characters";
+    Err(match origin {
+        "ipam.nodeName" => CniError::config(field, format!("{name:?} is not valid: {rule}")),
+        "the hostname" => {
+            CniError::config(field, format!("is not set, and the hostname {name:?} is not valid: {rule}"))
+        }
+        var => CniError::env(var, format!("{name:?} is not a valid node name: {rule}")),
+    })
 }
 
 pub fn get_node(conf: &ApiConf, target: &Target, name: &str) -> Result<Node, Failure> {
@@ -230,5 +234,24 @@ fn classify(e: &kube::Error, who: &Identity, target: &Target, conf: &ApiConf) ->
             "the API server {} answered {code} {} to reading {}: {server_says}",
             who.server, status.reason, target.what
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_names_are_checked_and_the_fix_is_named() {
+        assert!(check_name("ipam.nodeName", "ipam.nodeName", "node-1.example").is_ok());
+        for bad in ["", "Node1", "a/b", "../x", "-a", "a-", "a_b", &"a".repeat(254)] {
+            assert_eq!(check_name("ipam.nodeName", "ipam.nodeName", bad).unwrap_err().code, 7, "{bad:?}");
+        }
+        let e = check_name("ipam.nodeName", "the hostname", "My_Host").unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("ipam.nodeName: is not set, and the hostname \"My_Host\""), "{}", e.msg);
+        let e = check_name("ipam.nodeName", "NODE_NAME", "a/b").unwrap_err();
+        assert_eq!(e.code, 4);
+        assert!(e.msg.starts_with("NODE_NAME: "), "{}", e.msg);
     }
 }

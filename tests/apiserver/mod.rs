@@ -76,7 +76,7 @@ pub struct ApiServer {
     pub addr: SocketAddr,
     /// The recorded responses this server answers errors with.
     pub version: String,
-    ca_pem: String,
+    pub ca_pem: String,
     client_cert_pem: String,
     client_key_pem: String,
     state: Arc<Mutex<State>>,
