@@ -240,11 +240,8 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
                     from.push_str(&format!(", {key} {v}"));
                 }
             }
-            let age = src.age_seconds.map_or("at a time in the future".into(), |s| {
-                format!("{} ago", humantime::format_duration(std::time::Duration::from_secs(s)))
-            });
             writeln!(out, "Source: {from} (node {})", src.read.node)?;
-            writeln!(out, "Pod CIDRs: {}, read {age}", o.cidrs.join(", "))?;
+            writeln!(out, "Pod CIDRs: {}, read {}", o.cidrs.join(", "), src.read.age_text(now_ms()))?;
         }
         for rs in &n.range_sets {
             writeln!(out, "{}: {}/{} allocated from {}", rs.family, rs.allocated, rs.capacity, rs.subnets.join(", "))?;

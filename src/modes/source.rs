@@ -72,6 +72,13 @@ impl Cached {
         now_ms.checked_sub(self.fetched_at_ms).map(Duration::from_millis)
     }
 
+    /// `12s ago`, for messages and `podcidr status`.
+    pub fn age_text(&self, now_ms: u64) -> String {
+        self.age(now_ms).map_or("at a time in the future".into(), |a| {
+            format!("{} ago", humantime::format_duration(Duration::from_secs(a.as_secs())))
+        })
+    }
+
     pub fn read(network_dir: &std::path::Path) -> Option<Cached> {
         serde_json::from_slice(&store::read_unlocked(network_dir, store::SOURCE_FILE)?).ok()
     }
@@ -241,9 +248,7 @@ pub fn range_sets(req: &Request, mode: &str) -> CniResult<Vec<RangeSet>> {
                 return Err(settings.missing(format!("{why}; and no earlier read is cached")));
             };
             let sets = settings.range_sets(&c.observed).map_err(|what| settings.missing(format!("{why}; {what}")))?;
-            let age = c.age(now).map_or("at a time in the future".into(), |a| {
-                format!("{} ago", humantime::format_duration(Duration::from_secs(a.as_secs())))
-            });
+            let age = c.age_text(now);
             warn!(
                 "{why}; using the pod CIDRs {} of {} cached {age} (uid {})",
                 c.observed.cidrs.join(", "),
