@@ -735,16 +735,16 @@ fn pod_identity_is_recorded_and_shown_by_status() {
     let dd = data_dir.to_str().unwrap();
     for args in [vec!["status", "--data-dir", dd], vec!["status", "--data-dir", dd, "--network", "net1"]] {
         let out = cli(&args);
-        assert_eq!(out.code, Some(0), "{out:?}");
-        let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
-        assert!(lines.contains(&"10.9.0.2 (default/nginx)"), "{}", out.stdout);
-        assert!(lines.contains(&"10.9.0.3 (plain)"), "{}", out.stdout);
-        assert!(lines.contains(&"IPv4: 2/253 allocated from 10.9.0.0/24"), "{}", out.stdout);
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        let lines: Vec<&str> = out.text().lines().map(str::trim).collect();
+        assert!(lines.contains(&"10.9.0.2 (default/nginx)"), "{}", out.text());
+        assert!(lines.contains(&"10.9.0.3 (plain)"), "{}", out.text());
+        assert!(lines.contains(&"IPv4: 2/253 allocated from 10.9.0.0/24"), "{}", out.text());
     }
 
     let out = cli(&["status", "--data-dir", dd, "--json"]);
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let doc: Value = serde_json::from_str(&out.stdout).expect("status --json is JSON");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let doc: Value = serde_json::from_str(out.text()).expect("status --json is JSON");
     let net = &doc["networks"][0];
     assert_eq!(net["name"], "net1", "{doc}");
     let leases = net["leases"].as_array().unwrap();
@@ -763,19 +763,19 @@ fn status_cli_counts_dual_stack_and_rejects_unknown_networks() {
     add_ok("a", &conf);
     let dd = sb.data_dir();
     let out = cli(&["status", "--data-dir", dd.to_str().unwrap()]);
-    assert_eq!(out.code, Some(0), "{out:?}");
-    let lines: Vec<&str> = out.stdout.lines().map(str::trim).collect();
-    assert!(lines.contains(&"IPv4: 1/13 allocated from 10.6.0.0/28"), "{}", out.stdout);
-    assert!(lines.contains(&"IPv6: 1/254 allocated from fd00:6::/120"), "{}", out.stdout);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let lines: Vec<&str> = out.text().lines().map(str::trim).collect();
+    assert!(lines.contains(&"IPv4: 1/13 allocated from 10.6.0.0/28"), "{}", out.text());
+    assert!(lines.contains(&"IPv6: 1/254 allocated from fd00:6::/120"), "{}", out.text());
     let out = cli(&["status", "--data-dir", dd.to_str().unwrap(), "--network", "nope"]);
-    assert_ne!(out.code, Some(0), "{out:?}");
+    assert_ne!(out.code(), Some(0), "{out:?}");
 }
 
 #[test]
 fn cli_version_names_the_spec_versions() {
     let out = cli(&["version"]);
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{}", out.stdout);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains("0.3.0, 0.3.1, 0.4.0, 1.0.0, 1.1.0"), "{}", out.text());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@
 //! `PODCIDR_CRASH_OPS=<n>` runs the kill test for `n` execs instead of the default,
 //! `PODCIDR_CRASH_SEED=<n>` replays a run (the seed is printed).
 
-mod support;
+mod common;
 
+use common::{Call, Disk, Entry, IFNAME, Reply, Rng, Sandbox, finish, result_ips, status_json, status_network};
 use podcidr::store::OwnerIndex;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -15,7 +16,6 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::{Disk, Entry, Exec, IFNAME, Reply, Rng, finish, judge, result_ips, status_json};
 
 const WORKERS: usize = 16;
 /// Execs in all, across workers (each ADD, DEL and retry is one).
@@ -27,6 +27,11 @@ const NETWORK: &str = "crashnet";
 const MAX_HELD: usize = 12;
 /// Killed ADDs one worker leaves alone (no DEL, no retry) at most, for the final check (d).
 const MAX_LEFTOVERS: usize = 4;
+
+/// `verb` on attachment (`id`, eth0) with `conf`, every exec with the same boot ID.
+fn cni(verb: &str, id: &str, conf: &Value) -> Call {
+    Call::cni(verb, id, conf).fixed_boot()
+}
 
 // ---------------------------------------------------------------------------------------------
 // SIGKILL at random instants.
@@ -93,7 +98,7 @@ struct Shared {
 }
 
 impl Shared {
-    fn exec(&self, e: &Exec) -> Result<Attempt, String> {
+    fn exec(&self, e: &Call) -> Result<Attempt, String> {
         let child = e.spawn();
         self.inflight.lock().unwrap().insert(child.id());
         self.spawned.fetch_add(1, Ordering::Relaxed);
@@ -103,7 +108,7 @@ impl Shared {
         if out.killed() {
             return Ok(Attempt::Killed);
         }
-        judge(&out).map(Attempt::Done).map_err(|v| format!("{v}\nrequest: {}", e.describe()))
+        out.judge().map(Attempt::Done).map_err(|v| format!("{v}\nrequest: {}", e.describe()))
     }
 
     fn violation(&self, v: String) {
@@ -199,7 +204,7 @@ impl Worker<'_> {
 
     fn attempt(&mut self, verb: &str, id: &str) -> Option<Attempt> {
         self.execs += 1;
-        match self.shared.exec(&Exec::cni(verb, id, self.conf)) {
+        match self.shared.exec(&cni(verb, id, self.conf)) {
             Ok(a) => {
                 let what = match &a {
                     Attempt::Killed => format!("{verb} killed"),
@@ -466,12 +471,12 @@ fn sigkill_at_any_instant_never_doubles_nor_loses_a_lease() {
         });
     eprintln!("crash test: {total} execs, {WORKERS} workers, seed {seed}");
 
-    let tmp = tempfile::tempdir().unwrap();
-    let data = tmp.path().join("data");
-    let net_dir = data.join(NETWORK);
+    let sb = Sandbox::new();
+    let data = sb.data_dir();
+    let net_dir = sb.net_dir(NETWORK);
     // Dual stack: an ADD writes two lease records, so a kill can fall between them.
-    let conf = support::conf(
-        &data,
+    let conf = sb.conf(
+        "1.0.0",
         NETWORK,
         json!({ "ranges": [[{ "subnet": "10.20.0.0/20" }], [{ "subnet": "fd00:20::/116" }]] }),
     );
@@ -585,7 +590,7 @@ fn sigkill_at_any_instant_never_doubles_nor_loses_a_lease() {
 
     // (c) `podcidr status --json` agrees with the records.
     let doc = status_json(&data);
-    let net = support::status_network(&doc, NETWORK);
+    let net = status_network(&doc, NETWORK);
     assert_eq!(net["unreadable"], json!([]), "status reports unreadable records: {net:#}");
     let from_status: BTreeMap<String, String> = net["leases"]
         .as_array()
@@ -600,7 +605,7 @@ fn sigkill_at_any_instant_never_doubles_nor_loses_a_lease() {
     // (d) A DEL of each leftover cleans it up, and takes nothing from anyone else.
     let leftovers: Vec<String> = ids.iter().filter(|(_, s)| **s == State::Leftover).map(|(id, _)| id.clone()).collect();
     for id in &leftovers {
-        Exec::cni("DEL", id, &conf).ok();
+        cni("DEL", id, &conf).ok();
         ids.insert(id.clone(), State::Clean);
     }
     let disk = Disk::read(&net_dir);
@@ -609,7 +614,7 @@ fn sigkill_at_any_instant_never_doubles_nor_loses_a_lease() {
     // And nothing leaks: once every holder is DELed the store is empty.
     let held: Vec<String> = ids.iter().filter(|(_, s)| matches!(s, State::Held(_))).map(|(id, _)| id.clone()).collect();
     for id in &held {
-        Exec::cni("DEL", id, &conf).ok();
+        cni("DEL", id, &conf).ok();
         ids.insert(id.clone(), State::Clean);
     }
     let disk = Disk::read(&net_dir);
@@ -669,7 +674,7 @@ fn check_granted(data: &Path, granted: &[(String, String)], opts: &str) {
         }
     }
     let doc = status_json(data);
-    let net = support::status_network(&doc, "full");
+    let net = status_network(&doc, "full");
     assert_eq!(net["unreadable"], json!([]), "{opts}: {net:#}");
     let listed: BTreeSet<&str> = net["leases"].as_array().unwrap().iter().map(|l| l["ip"].as_str().unwrap()).collect();
     for (_, ip) in granted {
@@ -680,12 +685,12 @@ fn check_granted(data: &Path, granted: &[(String, String)], opts: &str) {
 fn fill_until_full(opts: &str) {
     let fs = Tmpfs::mount(opts);
     let data = fs.path().join("data");
-    let conf = support::conf(&data, "full", json!({ "ranges": [[{ "subnet": "10.30.0.0/16" }]] }));
+    let conf = common::conf(&data, "1.0.0", "full", json!({ "ranges": [[{ "subnet": "10.30.0.0/16" }]] }));
     let mut granted: Vec<(String, String)> = Vec::new();
     let mut failure = None;
     for i in 0..1000 {
         let id = format!("c{i}");
-        match Exec::cni("ADD", &id, &conf).reply() {
+        match cni("ADD", &id, &conf).reply() {
             Reply::Ok(Some(v)) => granted.push((id, result_ips(&v)[0].clone())),
             Reply::Ok(None) => panic!("{opts}: ADD {id} succeeded without a result"),
             Reply::Err { code, msg } => {
@@ -702,36 +707,36 @@ fn fill_until_full(opts: &str) {
     check_granted(&data, &granted, opts);
     // A repeated ADD needs no new file: it still answers with the lease it holds.
     let (id0, ip0) = granted[0].clone();
-    let again = Exec::cni("ADD", &id0, &conf).ok();
+    let again = cni("ADD", &id0, &conf).ok();
     assert_eq!(result_ips(&again), [ip0.as_str()], "{opts}: repeated ADD of {id0}");
     // The runtime DELs the failed ADD; an operator DELs another pod to make room.
-    Exec::cni("DEL", &failed_id, &conf).ok();
+    cni("DEL", &failed_id, &conf).ok();
     let disk = Disk::read(&data.join("full"));
     assert!(
         disk.owner(&failed_id).is_none() && disk.held_by(&failed_id).is_empty(),
         "{opts}: DEL of the failed {failed_id} left {disk:#?}"
     );
-    Exec::cni("DEL", &id0, &conf).ok();
+    cni("DEL", &id0, &conf).ok();
     let rest = &granted[1..];
     let disk = Disk::read(&data.join("full"));
     assert!(!disk.leases.contains_key(&ip0) && disk.owner(&id0).is_none(), "{opts}: DEL of {id0} left {disk:#?}");
     check_granted(&data, rest, opts);
-    let fresh = Exec::cni("ADD", "after-del", &conf).ok();
+    let fresh = cni("ADD", "after-del", &conf).ok();
     let mut rest = rest.to_vec();
     rest.push(("after-del".into(), result_ips(&fresh)[0].clone()));
     check_granted(&data, &rest, opts);
     // Full again: still a clean code 5.
-    match Exec::cni("ADD", "one-too-many", &conf).reply() {
+    match cni("ADD", "one-too-many", &conf).reply() {
         Reply::Err { code: 5, .. } => {}
         other => panic!("{opts}: ADD on a full file system again: {other:?}"),
     }
-    Exec::cni("DEL", "one-too-many", &conf).ok();
+    cni("DEL", "one-too-many", &conf).ok();
     check_granted(&data, &rest, opts);
 }
 
 #[test]
 fn a_full_file_system_gives_clean_io_errors_and_loses_nothing() {
-    if !support::is_root() {
+    if !common::is_root() {
         assert_ne!(
             std::env::var("PODCIDR_E2E").as_deref(),
             Ok("1"),

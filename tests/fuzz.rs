@@ -1,8 +1,9 @@
 //! Hostile input never panics and always gets a CNI error object: property tests on the parsing
 //! functions, on the executable, hostile names, damaged stores, and the store's permissions.
 
-mod support;
+mod common;
 
+use common::{Call, Disk, Entry, IFNAME, Out, Reply, Sandbox, finish, result_ips, status_json, status_network};
 use podcidr::cni::config;
 use podcidr::cni::env::{CniArgs, CniEnv};
 use podcidr::store::{LeaseRecord, OwnerIndex};
@@ -18,7 +19,6 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{Disk, Entry, Exec, IFNAME, Out, Reply, finish, judge, result_ips, status_json};
 
 /// Cases for properties of library functions (each costs microseconds).
 const LIB_CASES: u32 = 2000;
@@ -597,51 +597,14 @@ fn lease_records_and_owner_indexes_reject_damaged_bytes_without_panicking() {
 // The executable.
 // ---------------------------------------------------------------------------------------------
 
-/// A scratch directory: the store's dataDir at `<root>/a/b/data` and the child's working
-/// directory at `<root>/cwd`, so anything written outside dataDir shows up under `<root>`.
-struct Sandbox {
-    tmp: tempfile::TempDir,
-}
-
-impl Sandbox {
-    fn new() -> Sandbox {
-        let tmp = tempfile::tempdir().unwrap();
-        std::fs::create_dir(tmp.path().join("cwd")).unwrap();
-        Sandbox { tmp }
-    }
-
-    fn root(&self) -> &Path {
-        self.tmp.path()
-    }
-
-    fn data(&self) -> PathBuf {
-        self.root().join("a/b/data")
-    }
-
-    fn cwd(&self) -> PathBuf {
-        self.root().join("cwd")
-    }
-
-    fn conf(&self, name: &str, ipam: Value) -> Value {
-        let mut c = support::conf(&self.data(), name, ipam);
-        c["cniVersion"] = json!("1.1.0");
-        c
-    }
-
-    fn cni(&self, verb: &str, cid: &str, conf: &Value) -> Exec {
-        Exec::cni(verb, cid, conf).cwd(&self.cwd())
-    }
-
-    /// Paths under the root that are outside dataDir.
-    fn outside_data(&self) -> BTreeSet<PathBuf> {
-        let data = self.data();
-        let rel = data.strip_prefix(self.root()).unwrap().to_path_buf();
-        support::tree(self.root()).into_iter().filter(|p| !p.starts_with(&rel)).collect()
-    }
+/// A CNI request as a runtime makes it, from the sandbox's working directory, every exec with
+/// the same boot ID.
+fn cni(sb: &Sandbox, verb: &str, cid: &str, conf: &Value) -> Call {
+    Call::cni(verb, cid, conf).fixed_boot().cwd(&sb.cwd())
 }
 
 /// Runs `exec`, killing it if it takes longer than `limit`: `None` then.
-fn run_with_timeout(exec: &Exec, limit: Duration) -> Option<Out> {
+fn run_with_timeout(exec: &Call, limit: Duration) -> Option<Out> {
     let child = exec.spawn();
     let slot = Arc::new(Mutex::new(Some(child.id())));
     let (tx, rx) = std::sync::mpsc::channel();
@@ -673,7 +636,7 @@ enum Stdin {
 
 #[test]
 fn the_binary_answers_hostile_requests_with_one_error_object() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let stdin = prop_oneof![
         1 => prop::collection::vec(any::<u8>(), 0..300).prop_map(Stdin::Bytes),
         3 => mutated_conf().prop_map(Stdin::Conf),
@@ -702,15 +665,14 @@ fn the_binary_answers_hostile_requests_with_one_error_object() {
                 Stdin::Conf(mut c) => {
                     // Keep the store in the sandbox; never let a config write logs elsewhere.
                     if let Some(ipam) = c.get_mut("ipam").and_then(Value::as_object_mut) {
-                        ipam.insert("dataDir".into(), json!(sb.data()));
+                        ipam.insert("dataDir".into(), json!(sb.data_dir()));
                         ipam.remove("logFile");
                         ipam.remove("resolvConf");
                     }
                     c.to_string().into_bytes()
                 }
             };
-            let mut e =
-                Exec::bare().env("CNI_COMMAND", verb).env("CNI_PATH", "/opt/cni/bin").stdin(&bytes).cwd(&sb.cwd());
+            let mut e = Call::verb(verb).fixed_boot().stdin(&bytes).cwd(&sb.cwd());
             for (k, v) in [("CNI_CONTAINERID", cid), ("CNI_IFNAME", ifname), ("CNI_ARGS", args), ("CNI_NETNS", netns)] {
                 if let Some(v) = v {
                     e = e.env(k, &v);
@@ -718,7 +680,7 @@ fn the_binary_answers_hostile_requests_with_one_error_object() {
             }
             let out = run_with_timeout(&e, Duration::from_secs(20))
                 .ok_or_else(|| TestCaseError::fail(format!("hung: {}", e.describe())))?;
-            let reply = judge(&out).map_err(|v| TestCaseError::fail(format!("{v}\nrequest: {}", e.describe())))?;
+            let reply = out.judge().map_err(|v| TestCaseError::fail(format!("{v}\nrequest: {}", e.describe())))?;
             let key = match &reply {
                 Reply::Ok(_) => format!("{verb} ok"),
                 Reply::Err { code, .. } => format!("{verb} code {code}"),
@@ -749,7 +711,7 @@ fn the_binary_answers_hostile_requests_with_one_error_object() {
 
 #[test]
 fn hostile_names_are_rejected_and_create_nothing() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let token = format!(
         "podcidr-escape-{}",
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos()
@@ -784,43 +746,43 @@ fn hostile_names_are_rejected_and_create_nothing() {
         "eth0\n".into(),
         "sixteen-bytes-xx".into(),
     ];
-    let good = sb.conf("good", json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
-    let before = support::tree(sb.root());
-    let expect = |e: Exec, codes: &[u64]| match e.reply() {
+    let good = sb.conf("1.1.0", "good", json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
+    let before = sb.tree();
+    let expect = |e: Call, codes: &[u64]| match e.reply() {
         Reply::Err { code, .. } if codes.contains(&code) => {}
         other => panic!("expected code {codes:?}, got {other:?}\nrequest: {}", e.describe()),
     };
     for name in &names {
-        let conf = sb.conf(name, json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
+        let conf = sb.conf("1.1.0", name, json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
         for verb in ["ADD", "DEL", "CHECK", "GC", "STATUS"] {
-            expect(sb.cni(verb, "c1", &conf), &[7]);
+            expect(cni(&sb, verb, "c1", &conf), &[7]);
         }
         for verb in ["ADD", "DEL", "CHECK"] {
-            expect(sb.cni(verb, name, &good), &[4]);
+            expect(cni(&sb, verb, name, &good), &[4]);
         }
     }
     for ifname in &ifnames {
         for verb in ["ADD", "DEL", "CHECK"] {
-            expect(sb.cni(verb, "c1", &good).env("CNI_IFNAME", ifname), &[4]);
+            expect(cni(&sb, verb, "c1", &good).env("CNI_IFNAME", ifname), &[4]);
         }
     }
-    assert_eq!(support::tree(sb.root()), before, "a rejected request created files");
+    assert_eq!(sb.tree(), before, "a rejected request created files");
     let parent = sb.root().parent().unwrap();
     for dir in [parent, Path::new("/tmp"), Path::new("/")] {
-        let leaked: Vec<String> = support::names(dir).into_iter().filter(|n| n.contains(t)).collect();
+        let leaked: Vec<String> = common::names(dir).into_iter().filter(|n| n.contains(t)).collect();
         assert!(leaked.is_empty(), "{} holds {leaked:?}", dir.display());
     }
 
     // Odd but valid names stay inside dataDir; pod identity of any length is only data.
     let pod = format!("K8S_POD_NAMESPACE=../../{t};K8S_POD_NAME={long}/..");
     for (i, name) in ["a..b", "x.-_", "0", &"n".repeat(200)].iter().enumerate() {
-        let conf = sb.conf(name, json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
+        let conf = sb.conf("1.1.0", name, json!({ "ranges": [[{ "subnet": "10.5.0.0/24" }]] }));
         let cid = format!("c.{i}..-_");
-        sb.cni("ADD", &cid, &conf).env("CNI_ARGS", &pod).ok();
-        sb.cni("ADD", &cid, &conf).env("CNI_IFNAME", "...").ok();
-        assert_eq!(support::status_network(&status_json(&sb.data()), name)["leases"].as_array().unwrap().len(), 2);
-        sb.cni("DEL", &cid, &conf).ok();
-        sb.cni("DEL", &cid, &conf).env("CNI_IFNAME", "...").ok();
+        cni(&sb, "ADD", &cid, &conf).env("CNI_ARGS", &pod).ok();
+        cni(&sb, "ADD", &cid, &conf).env("CNI_IFNAME", "...").ok();
+        assert_eq!(status_network(&status_json(&sb.data_dir()), name)["leases"].as_array().unwrap().len(), 2);
+        cni(&sb, "DEL", &cid, &conf).ok();
+        cni(&sb, "DEL", &cid, &conf).env("CNI_IFNAME", "...").ok();
     }
     let outside = sb.outside_data();
     assert_eq!(
@@ -835,7 +797,7 @@ fn hostile_names_are_rejected_and_create_nothing() {
 // ---------------------------------------------------------------------------------------------
 
 fn small_conf(sb: &Sandbox) -> Value {
-    sb.conf("dmg", json!({ "ranges": [[{ "subnet": "10.9.0.0/28" }]] }))
+    sb.conf("1.1.0", "dmg", json!({ "ranges": [[{ "subnet": "10.9.0.0/28" }]] }))
 }
 
 fn contents(path: &Path) -> Vec<u8> {
@@ -844,10 +806,10 @@ fn contents(path: &Path) -> Vec<u8> {
 
 #[test]
 fn damaged_lease_records_count_as_taken_and_are_reported() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let conf = small_conf(&sb);
-    let net = sb.data().join("dmg");
-    let first = result_ips(&sb.cni("ADD", "c1", &conf).ok())[0].clone();
+    let net = sb.data_dir().join("dmg");
+    let first = result_ips(&cni(&sb, "ADD", "c1", &conf).ok())[0].clone();
     assert_eq!(first, "10.9.0.2");
     let leases = net.join("leases");
     let good = std::fs::read(leases.join(&first)).unwrap();
@@ -860,17 +822,17 @@ fn damaged_lease_records_count_as_taken_and_are_reported() {
 
     // Asking for a damaged address by name is refused.
     for ip in damaged {
-        match sb.cni("ADD", "asker", &conf).env("CNI_ARGS", &format!("IP={ip}")).reply() {
+        match cni(&sb, "ADD", "asker", &conf).env("CNI_ARGS", &format!("IP={ip}")).reply() {
             Reply::Err { code: 101, .. } => {}
             other => panic!("ADD asking for damaged {ip}: {other:?}"),
         }
-        sb.cni("DEL", "asker", &conf).ok();
+        cni(&sb, "DEL", "asker", &conf).ok();
     }
     // Filling the range never hands one out: 13 usable, c1 and 4 damaged, so 8 more.
     let mut got = BTreeSet::from([first.clone()]);
     let mut i = 2;
     loop {
-        match sb.cni("ADD", &format!("c{i}"), &conf).reply() {
+        match cni(&sb, "ADD", &format!("c{i}"), &conf).reply() {
             Reply::Ok(Some(v)) => {
                 let ip = result_ips(&v)[0].clone();
                 assert!(!damaged.contains(&ip.as_str()), "ADD c{i} was given damaged {ip}");
@@ -883,9 +845,9 @@ fn damaged_lease_records_count_as_taken_and_are_reported() {
     }
     assert_eq!(got.len(), 9, "{got:?}");
     // CNI STATUS says full; `podcidr status` lists the damaged files as unreadable.
-    assert_eq!(sb.cni("STATUS", "c1", &conf).reply().code(), Some(50));
-    let doc = status_json(&sb.data());
-    let st = support::status_network(&doc, "dmg");
+    assert_eq!(cni(&sb, "STATUS", "c1", &conf).reply().code(), Some(50));
+    let doc = status_json(&sb.data_dir());
+    let st = status_network(&doc, "dmg");
     let unreadable: BTreeSet<&str> =
         st["unreadable"].as_array().unwrap().iter().map(|u| u["file"].as_str().unwrap()).collect();
     assert_eq!(unreadable, BTreeSet::from(damaged), "{st:#}");
@@ -893,15 +855,15 @@ fn damaged_lease_records_count_as_taken_and_are_reported() {
         st["leases"].as_array().unwrap().iter().map(|l| l["ip"].as_str().unwrap().to_string()).collect();
     assert_eq!(listed, got);
     // The human form works too.
-    let human = Exec::bare().args(&["status", "--data-dir", sb.data().to_str().unwrap()]).run();
-    assert_eq!(human.status.code(), Some(0), "{}", human.context());
+    let human = Call::bare().fixed_boot().argv(&["status", "--data-dir", sb.data_dir().to_str().unwrap()]).run();
+    assert_eq!(human.code(), Some(0), "{}", human.context());
 
     // Freeing everything and filling again still skips them.
     for n in 1..i {
-        sb.cni("DEL", &format!("c{n}"), &conf).ok();
+        cni(&sb, "DEL", &format!("c{n}"), &conf).ok();
     }
     for n in 0..8 {
-        let ip = result_ips(&sb.cni("ADD", &format!("d{n}"), &conf).ok())[0].clone();
+        let ip = result_ips(&cni(&sb, "ADD", &format!("d{n}"), &conf).ok())[0].clone();
         assert!(!damaged.contains(&ip.as_str()), "ADD d{n} was given damaged {ip}");
     }
     assert_eq!(contents(Path::new("/etc/passwd")), passwd);
@@ -912,10 +874,10 @@ fn damaged_lease_records_count_as_taken_and_are_reported() {
 
 #[test]
 fn symlinks_in_the_store_are_never_followed() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let conf = small_conf(&sb);
-    let net = sb.data().join("dmg");
-    assert_eq!(result_ips(&sb.cni("ADD", "c1", &conf).ok()), ["10.9.0.2"]);
+    let net = sb.data_dir().join("dmg");
+    assert_eq!(result_ips(&cni(&sb, "ADD", "c1", &conf).ok()), ["10.9.0.2"]);
     let c1_record = contents(&net.join("leases/10.9.0.2"));
 
     // An index entry that is a symlink to an index-shaped file outside, naming c1's address.
@@ -933,7 +895,7 @@ fn symlinks_in_the_store_are_never_followed() {
     for verb in ["DEL", "ADD", "CHECK", "DEL"] {
         for cid in ["c9", "c8"] {
             // Success or a clean error; either way nothing outside is touched.
-            let _ = sb.cni(verb, cid, &conf).reply();
+            let _ = cni(&sb, verb, cid, &conf).reply();
             assert_eq!(contents(&victim), v1, "{verb} {cid} changed {}", victim.display());
             assert_eq!(contents(&victim2), v2, "{verb} {cid} changed {}", victim2.display());
             assert_eq!(contents(&net.join("leases/10.9.0.2")), c1_record, "{verb} {cid} touched c1");
@@ -942,8 +904,8 @@ fn symlinks_in_the_store_are_never_followed() {
     let gc = json!([{ "containerID": "c1", "ifname": "eth0" }]);
     let mut gc_conf = conf.clone();
     gc_conf["cni.dev/valid-attachments"] = gc;
-    let _ = sb.cni("GC", "c1", &gc_conf).reply();
-    let _ = status_json(&sb.data());
+    let _ = cni(&sb, "GC", "c1", &gc_conf).reply();
+    let _ = status_json(&sb.data_dir());
     assert_eq!(contents(&victim), v1);
     assert_eq!(contents(&victim2), v2);
     assert_eq!(contents(&net.join("leases/10.9.0.2")), c1_record, "GC touched c1");
@@ -951,51 +913,51 @@ fn symlinks_in_the_store_are_never_followed() {
 
 #[test]
 fn del_gets_past_a_symlinked_index_entry() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let conf = small_conf(&sb);
-    let net = sb.data().join("dmg");
-    sb.cni("ADD", "c1", &conf).ok();
+    let net = sb.data_dir().join("dmg");
+    cni(&sb, "ADD", "c1", &conf).ok();
     let victim = sb.root().join("victim");
     std::fs::write(&victim, r#"{"containerID":"c9","ifname":"eth0","ips":["10.9.0.2"]}"#).unwrap();
     std::os::unix::fs::symlink(&victim, net.join("owners/c9:eth0")).unwrap();
     // A damaged lease record counts as "unreadable"; a damaged index entry should too, so a DEL
     // (which the runtime retries until it succeeds) can complete and the ID can be reused.
-    sb.cni("DEL", "c9", &conf).ok();
-    sb.cni("ADD", "c9", &conf).ok();
+    cni(&sb, "DEL", "c9", &conf).ok();
+    cni(&sb, "ADD", "c9", &conf).ok();
     assert!(victim.exists());
 }
 
 #[test]
 fn a_directory_in_leases_is_reported_as_unreadable() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let conf = small_conf(&sb);
-    let net = sb.data().join("dmg");
-    sb.cni("ADD", "c1", &conf).ok();
+    let net = sb.data_dir().join("dmg");
+    cni(&sb, "ADD", "c1", &conf).ok();
     std::fs::create_dir(net.join("leases/10.9.0.3")).unwrap();
     std::fs::write(net.join("owners/c8:eth0"), r#"{"containerID":"c8","ifname":"eth0","ips":["10.9.0.3"]}"#).unwrap();
-    let doc = status_json(&sb.data());
-    let st = support::status_network(&doc, "dmg");
+    let doc = status_json(&sb.data_dir());
+    let st = status_network(&doc, "dmg");
     assert_eq!(st["unreadable"][0]["file"], "10.9.0.3", "{st:#}");
-    sb.cni("DEL", "c8", &conf).ok();
+    cni(&sb, "DEL", "c8", &conf).ok();
 }
 
 #[test]
 fn a_fifo_in_leases_does_not_hang_the_store() {
-    let sb = Sandbox::new();
+    let sb = Sandbox::nested();
     let conf = small_conf(&sb);
-    let net = sb.data().join("dmg");
-    sb.cni("ADD", "c1", &conf).ok();
+    let net = sb.data_dir().join("dmg");
+    cni(&sb, "ADD", "c1", &conf).ok();
     let fifo = std::ffi::CString::new(net.join("leases/10.9.0.3").to_str().unwrap().as_bytes()).unwrap();
     // SAFETY: a valid NUL-terminated path.
     assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
     std::fs::write(net.join("owners/c8:eth0"), r#"{"containerID":"c8","ifname":"eth0","ips":["10.9.0.3"]}"#).unwrap();
     let limit = Duration::from_secs(5);
-    let status = Exec::bare().args(&["status", "--data-dir", sb.data().to_str().unwrap()]);
+    let status = Call::bare().fixed_boot().argv(&["status", "--data-dir", sb.data_dir().to_str().unwrap()]);
     assert!(run_with_timeout(&status, limit).is_some(), "podcidr status hung");
-    let del = sb.cni("DEL", "c8", &conf);
+    let del = cni(&sb, "DEL", "c8", &conf);
     let out = run_with_timeout(&del, limit).expect("DEL hung");
-    judge(&out).unwrap();
-    let add = sb.cni("ADD", "c2", &conf);
+    out.judge().unwrap();
+    let add = cni(&sb, "ADD", "c2", &conf);
     assert!(run_with_timeout(&add, limit).is_some(), "ADD hung");
 }
 
@@ -1005,9 +967,10 @@ fn a_fifo_in_leases_does_not_hang_the_store() {
 
 #[test]
 fn the_store_is_private_whatever_the_umask() {
-    let sb = Sandbox::new();
-    let conf = sb.conf("perm", json!({ "ranges": [[{ "subnet": "10.7.0.0/24" }], [{ "subnet": "fd07::/120" }]] }));
-    let run_umask0 = |e: Exec| {
+    let sb = Sandbox::nested();
+    let conf =
+        sb.conf("1.1.0", "perm", json!({ "ranges": [[{ "subnet": "10.7.0.0/24" }], [{ "subnet": "fd07::/120" }]] }));
+    let run_umask0 = |e: Call| {
         let mut cmd = e.command();
         // SAFETY: umask(2) is async-signal-safe and touches only the child.
         unsafe {
@@ -1018,13 +981,13 @@ fn the_store_is_private_whatever_the_umask() {
             });
         }
         let out = finish(cmd.spawn().unwrap(), &e.stdin, |_| {});
-        judge(&out).unwrap_or_else(|v| panic!("{v}"))
+        out.judge().unwrap_or_else(|v| panic!("{v}"))
     };
     for cid in ["c1", "c2", "c3"] {
-        assert!(matches!(run_umask0(sb.cni("ADD", cid, &conf)), Reply::Ok(Some(_))));
+        assert!(matches!(run_umask0(cni(&sb, "ADD", cid, &conf)), Reply::Ok(Some(_))));
     }
-    assert!(matches!(run_umask0(sb.cni("DEL", "c2", &conf)), Reply::Ok(None)));
-    let net = sb.data().join("perm");
+    assert!(matches!(run_umask0(cni(&sb, "DEL", "c2", &conf)), Reply::Ok(None)));
+    let net = sb.data_dir().join("perm");
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
     for dir in [net.clone(), net.join("leases"), net.join("owners")] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());

@@ -317,11 +317,11 @@ fn a_new_uid_brings_new_cidrs_and_old_leases_stay_until_their_del() {
 
     assert!(sb.lease_files(NET).contains(&"10.244.3.2".to_string()), "the old lease stays");
     let st = cli(&["status", "--data-dir", sb.data_dir().to_str().unwrap()]);
-    assert_eq!(st.code, Some(0), "{}", st.stderr);
-    assert!(st.stdout.contains("10.244.3.2 (c1) [outside the configured ranges]"), "{}", st.stdout);
-    assert!(st.stdout.contains("fd00:10:244::2 (c1) [outside the configured ranges]"), "{}", st.stdout);
-    assert!(!st.stdout.contains("10.244.9.2 (c2) [outside"), "{}", st.stdout);
-    assert!(st.stdout.contains("uid 11111111-2222-4333-8444-555555555555"), "{}", st.stdout);
+    assert_eq!(st.code(), Some(0), "{}", st.stderr);
+    assert!(st.text().contains("10.244.3.2 (c1) [outside the configured ranges]"), "{}", st.text());
+    assert!(st.text().contains("fd00:10:244::2 (c1) [outside the configured ranges]"), "{}", st.text());
+    assert!(!st.text().contains("10.244.9.2 (c2) [outside"), "{}", st.text());
+    assert!(st.text().contains("uid 11111111-2222-4333-8444-555555555555"), "{}", st.text());
     Call::del("c1", &c).run().ok_silent();
     assert!(!sb.lease_files(NET).contains(&"10.244.3.2".to_string()));
 }
@@ -332,7 +332,7 @@ fn status_shows_where_the_cidrs_came_from() {
     Call::add("c1", &c).run().ok_json();
     let data = sb.data_dir();
     let st = cli(&["status", "--data-dir", data.to_str().unwrap()]);
-    let text = &st.stdout;
+    let text = st.text();
     assert!(text.contains("Network podnet (mode kubernetes,"), "{text}");
     assert!(
         text.contains(
@@ -342,7 +342,7 @@ fn status_shows_where_the_cidrs_came_from() {
     );
     assert!(text.contains("Pod CIDRs: 10.244.2.0/24, fd00:10:244:2::/64, read "), "{text}");
     let st = cli(&["status", "--data-dir", data.to_str().unwrap(), "--json"]);
-    let doc: Value = serde_json::from_str(&st.stdout).unwrap();
+    let doc: Value = serde_json::from_str(st.text()).unwrap();
     let src = &doc["networks"][0]["source"];
     assert_eq!(src["node"], "node-manual");
     assert_eq!(src["uid"], "00c68e64-f834-4678-9ec1-b5a85bbff3c2");

@@ -21,18 +21,18 @@ fn gc_is_a_dry_run_until_apply_and_releases_earlier_boot_leases() {
     let run = |extra: &[&str]| {
         let mut args = vec!["gc", "--data-dir", &dd];
         args.extend_from_slice(extra);
-        run_bin(&args, &[("PODCIDR_BOOT_ID".into(), "boot-b".into())], b"")
+        Call::bare().env("PODCIDR_BOOT_ID", "boot-b").argv(&args).run()
     };
 
     let dry = run(&[]);
-    assert_eq!(dry.code, Some(0), "{dry:?}");
-    assert!(dry.stdout.contains(&format!("would release {}", only_ip(&old))), "{}", dry.stdout);
-    assert!(dry.stdout.contains("earlier boot (boot-a)"), "{}", dry.stdout);
-    assert!(!dry.stdout.contains(&only_ip(&live)), "{}", dry.stdout);
+    assert_eq!(dry.code(), Some(0), "{dry:?}");
+    assert!(dry.text().contains(&format!("would release {}", only_ip(&old))), "{}", dry.text());
+    assert!(dry.text().contains("earlier boot (boot-a)"), "{}", dry.text());
+    assert!(!dry.text().contains(&only_ip(&live)), "{}", dry.text());
     assert_eq!(sb.lease_files("net1").len(), 2, "a dry run released something");
 
     let applied = run(&["--apply"]);
-    assert_eq!(applied.code, Some(0), "{applied:?}");
+    assert_eq!(applied.code(), Some(0), "{applied:?}");
     assert_eq!(sb.lease_files("net1"), vec![only_ip(&live)]);
     assert_eq!(sb.owner_files("net1"), vec!["this-boot:eth0".to_string()]);
 }
@@ -49,8 +49,8 @@ fn gc_keep_list_and_netns_gone() {
     let dd = data_dir_arg(&sb);
 
     let gone = cli(&["gc", "--data-dir", &dd, "--netns-gone", "--json"]);
-    assert_eq!(gone.code, Some(0), "{gone:?}");
-    let report: Value = serde_json::from_str(&gone.stdout).unwrap();
+    assert_eq!(gone.code(), Some(0), "{gone:?}");
+    let report: Value = serde_json::from_str(gone.text()).unwrap();
     let stale: Vec<&str> = report[0]["stale"].as_array().unwrap().iter().map(|s| s["ip"].as_str().unwrap()).collect();
     assert!(stale.contains(&only_ip(&b).as_str()), "{report}");
     assert!(!stale.contains(&only_ip(&a).as_str()), "{report}");
@@ -59,7 +59,7 @@ fn gc_keep_list_and_netns_gone() {
     let keep = sb.root().join("keep");
     fs::write(&keep, "ctr-c:eth0\n").unwrap();
     let out = cli(&["gc", "--data-dir", &dd, "--keep", "ctr-a", "--keep-from", keep.to_str().unwrap(), "--apply"]);
-    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(out.code(), Some(0), "{out:?}");
     let mut want = vec![only_ip(&a), only_ip(&c)];
     want.sort();
     assert_eq!(sb.lease_files("net1"), want);
@@ -97,8 +97,8 @@ fn import_host_local_keeps_running_pods_addresses_and_their_del_works() {
         "--conf",
         conf_file.to_str().unwrap(),
     ]);
-    assert_eq!(out.code, Some(0), "{out:?}");
-    assert!(out.stdout.contains("Adopted 3 lease(s) of 2 attachment(s)"), "{}", out.stdout);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains("Adopted 3 lease(s) of 2 attachment(s)"), "{}", out.text());
     let rec = sb.lease("net1", "10.40.0.2");
     assert_eq!(rec["containerID"], "pod-a");
     assert_eq!(rec["subnet"], "10.40.0.0/24");
@@ -118,11 +118,11 @@ fn import_host_local_keeps_running_pods_addresses_and_their_del_works() {
 
     // Importing again adopts nothing twice.
     let again = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);
-    assert_eq!(again.code, Some(0), "{again:?}");
-    assert!(again.stdout.contains("Adopted 3 lease(s)"), "pod-a and pod-b were released, so they are adopted again");
+    assert_eq!(again.code(), Some(0), "{again:?}");
+    assert!(again.text().contains("Adopted 3 lease(s)"), "pod-a and pod-b were released, so they are adopted again");
     let third = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);
-    assert!(third.stdout.contains("Adopted 0 lease(s)"), "{}", third.stdout);
-    assert!(third.stdout.contains("already has a lease"), "{}", third.stdout);
+    assert!(third.text().contains("Adopted 0 lease(s)"), "{}", third.text());
+    assert!(third.text().contains("already has a lease"), "{}", third.text());
 }
 
 #[test]
@@ -131,7 +131,7 @@ fn import_refuses_a_hostile_network_name() {
     let from = host_local_dir(&sb);
     let dd = data_dir_arg(&sb);
     let out = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "../x", "--data-dir", &dd]);
-    assert_eq!(out.code, Some(1), "{out:?}");
+    assert_eq!(out.code(), Some(1), "{out:?}");
     assert!(!sb.root().join("x").exists());
 }
 
@@ -163,8 +163,8 @@ fn a_record_damaged_before_this_boot_is_reclaimed_but_one_damaged_since_is_kept(
     fs::write(leases.join("10.33.0.10"), "{ damaged today").unwrap();
 
     let dry = cli(&["gc", "--data-dir", &data_dir_arg(&sb)]);
-    assert!(dry.stdout.contains("would release 10.33.0.9 (unreadable record"), "{}", dry.stdout);
-    assert!(!dry.stdout.contains("10.33.0.10"), "{}", dry.stdout);
+    assert!(dry.text().contains("would release 10.33.0.9 (unreadable record"), "{}", dry.text());
+    assert!(!dry.text().contains("10.33.0.10"), "{}", dry.text());
 
     // CNI GC without a list does the same.
     Call::bare().env("CNI_COMMAND", "GC").conf(&conf).run().ok_silent();
