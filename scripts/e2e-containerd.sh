@@ -21,7 +21,7 @@
 # the host's forwarding sysctls, which the bridge plugin's isGateway switches on. Needs root.
 set -euo pipefail
 E2E_NAME=e2e-containerd
-# shellcheck source=e2e/lib.sh
+# shellcheck source-path=SCRIPTDIR source=e2e/lib.sh
 source "$(dirname "$0")/e2e/lib.sh"
 
 NET4=podcidr-e2e-cri      # IPv4 network
@@ -54,8 +54,7 @@ start_containerd() {
     echo "$1" >"$E2E_STATE/active-config"
     containerd --config "$1" >>"$E2E_LOGS/containerd.log" 2>&1 &
     echo $! >"$PIDFILE"
-    local i
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         [[ -S $SOCK ]] && break
         kill -0 "$(cat "$PIDFILE")" 2>/dev/null || return 1
         sleep 0.1
@@ -64,10 +63,10 @@ start_containerd() {
     cri ready 30
 }
 stop_containerd() {
-    local pid i
+    local pid
     pid=$(containerd_pid) || return 0
     kill -TERM "$pid" 2>/dev/null
-    for i in $(seq 100); do
+    for _ in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.1
     done
@@ -155,9 +154,12 @@ if ! { [[ -x $VENV/bin/python && $(cat "$VENV/.podcidr-e2e" 2>/dev/null) == "$CR
     log "pip install $CRI_REQ (venv $VENV)"
     t0=$SECONDS
     rm -rf "$VENV"
-    "$PY" -m venv "$VENV" && "$VENV/bin/pip" install --quiet --disable-pip-version-check "$CRI_REQ" \
-        >"$E2E_LOGS/pip.log" 2>&1 && echo "$CRI_REQ" >"$VENV/.podcidr-e2e" ||
+    if "$PY" -m venv "$VENV" >"$E2E_LOGS/pip.log" 2>&1 &&
+        "$VENV/bin/pip" install --quiet --disable-pip-version-check "$CRI_REQ" >>"$E2E_LOGS/pip.log" 2>&1; then
+        echo "$CRI_REQ" >"$VENV/.podcidr-e2e"
+    else
         die "installing $CRI_REQ in $VENV" "$(tail -n 20 "$E2E_LOGS/pip.log")"
+    fi
     log "pip install took $((SECONDS - t0)) s"
 fi
 save_forwarding
@@ -254,7 +256,7 @@ fi
 [[ -d /run/containerd ]] || touch "$MADE_RUN_CONTAINERD"
 start_containerd "$E2E_STATE/config-v4.toml" || die "starting containerd" "$(tail -n 20 "$E2E_LOGS/containerd.log")"
 out=$(ctr_ images import "$pause" 2>&1) || die "ctr images import of the pause image" "$out"
-check "containerd sees the pause image" eval 'ctr_ images ls -q | grep -qx "$PAUSE_IMAGE"'
+check "containerd sees the pause image" eval "ctr_ images ls -q | grep -qx '$PAUSE_IMAGE'"
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -336,7 +338,7 @@ expect_eq "stop released web-0's lease" "" "$(store_ips "$NET4" "$id_a")"
 expect_eq "the store holds 2 leases" 2 "$(lease_count "$NET4")"
 check "StopPodSandbox default/web-0 again" cri stop "$id_a"
 check "RemovePodSandbox default/web-0" cri remove "$id_a"
-check "the sandbox is gone" eval '! cri status "$id_a" >/dev/null 2>&1'
+check "the sandbox is gone" eval "! cri status $id_a >/dev/null 2>&1"
 dels=$(trace_for "$id_a" | awk '$1 == "DEL"')
 expect_eq "three DELs, all exit 0" "DEL 0|DEL 0|DEL 0" "$(awk '{ print $1, $2 }' <<<"$dels" | paste -sd'|')"
 expect_eq "the first DEL has CNI_NETNS and prevResult, the later two neither" "$ns_a yes|- no|- no" \

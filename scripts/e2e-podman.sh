@@ -20,7 +20,7 @@
 # the host's forwarding sysctls, which the bridge plugin's isGateway switches on. Needs root.
 set -euo pipefail
 E2E_NAME=e2e-podman
-# shellcheck source=e2e/lib.sh
+# shellcheck source-path=SCRIPTDIR source=e2e/lib.sh
 source "$(dirname "$0")/e2e/lib.sh"
 
 NET4=podcidr-e2e-pm       # IPv4 network
@@ -273,6 +273,7 @@ expect_eq "the store holds 2 leases" 2 "$(lease_count "$NET4")"
 run_c pe "$NET4" -- sh -c 'sleep 1'
 id_pe=$(cid pe)
 check "pe exits by itself" pm wait pe
+# shellcheck disable=SC2016 # expanded by eval, at each try
 check "pe's lease is released within 10 s of its exit" wait_until 10 eval '[[ -z $(store_ips "$NET4" "$id_pe") ]]'
 check "pe's DEL was sent and exited 0" grep -q "^DEL 0 $id_pe " <<<"$(trace_for "$id_pe")"
 check "podman rm pe" pm rm pe

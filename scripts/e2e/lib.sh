@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # the variables here are used by the sourcing scripts
 # Shared by scripts/e2e-podman.sh and scripts/e2e-containerd.sh; sourced, not run.
 #
 # The caller sets E2E_NAME (e.g. e2e-podman) before sourcing. Everything a run creates lives
@@ -241,7 +242,7 @@ remove_cni_cache() {
 # Kills (TERM, then KILL) the processes whose command line contains the given string: our own
 # daemons and shims, recognised by a private path in their arguments. One pid at a time.
 kill_procs_with_arg() {
-    local needle=$1 pid pids=() i
+    local needle=$1 pid pids=()
     for pid in /proc/[0-9]*; do
         pid=${pid#/proc/}
         [[ $pid == "$$" || $pid == "$BASHPID" ]] && continue
@@ -250,7 +251,7 @@ kill_procs_with_arg() {
     ((${#pids[@]})) || return 0
     log "stopping leftover processes ${pids[*]} (command line names $needle)"
     for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null; done
-    for i in $(seq 50); do
+    for _ in $(seq 50); do
         local alive=0
         for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
         ((alive)) || return 0
