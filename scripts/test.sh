@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Every test: installs the test dependencies (as root), checks formatting and lints, then runs
-# the unit, exec-level and end-to-end tests. The end-to-end tests create network namespaces
-# and bridges of their own and remove them; as root they are required, not skipped.
+# Every test: installs the test dependencies (as root), checks formatting and lints, runs the
+# unit, exec-level and end-to-end tests, then (as root) podcidr under podman and containerd.
+# The end-to-end tests create network namespaces and bridges of their own and remove them; as
+# root they are required, not skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,3 +20,14 @@ else
 fi
 echo "==> cargo test"
 cargo test --locked
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "test: not root; skipping the container runtime end-to-end scripts" >&2
+    exit 0
+fi
+# Real container runtimes with podcidr as IPAM (each installs what it needs and cleans up).
+bin=$(bash scripts/build.sh)
+echo "==> scripts/e2e-podman.sh"
+PODCIDR_BIN=$bin bash scripts/e2e-podman.sh
+echo "==> scripts/e2e-containerd.sh"
+PODCIDR_BIN=$bin bash scripts/e2e-containerd.sh

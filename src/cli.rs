@@ -91,6 +91,13 @@ enum Cmd {
 }
 
 pub fn run() -> ExitCode {
+    // Like any Unix filter: `podcidr status | head` ends quietly when the reader goes away.
+    // (Rust ignores SIGPIPE, which turns it into a panic in println!.) Not done on the CNI path,
+    // whose writes already ignore a closed stdout.
+    // SAFETY: setting a signal's disposition to its default before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),

@@ -172,3 +172,24 @@ fn a_record_damaged_before_this_boot_is_reclaimed_but_one_damaged_since_is_kept(
     left.sort();
     assert_eq!(left, vec!["10.33.0.10".to_string(), "10.33.0.2".to_string()]);
 }
+
+#[test]
+fn the_cli_ends_quietly_when_its_reader_goes_away() {
+    use std::os::unix::process::ExitStatusExt;
+    for args in [&["version"][..], &["status", "--data-dir", "/nonexistent-is-fine-for-this"][..]] {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        if args[0] == "version" {
+            assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
+        }
+    }
+}
