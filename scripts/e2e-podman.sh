@@ -57,38 +57,7 @@ cleanup() {
     return 0
 }
 
-on_exit() {
-    local rc=$?
-    trap - EXIT INT TERM
-    section "Cleaning up"
-    [[ -d $TRACE_DIR ]] && e2epy trace-show "$TRACE_DIR" >"$E2E_LOGS/trace.txt" 2>&1
-    cleanup
-    local path value ok=1
-    for path in "${!SAVED[@]}"; do
-        value=$(cat "$path")
-        [[ "$value" == "${SAVED[$path]}" ]] || { ok=0; fail "$path restored" "want ${SAVED[$path]}, got $value"; }
-    done
-    ((ok)) && ((${#SAVED[@]})) && pass "forwarding sysctls restored (${SAVED[*]})"
-    finish "$rc"
-}
-
-declare -A SAVED=()
-if [[ $(id -u) -ne 0 ]]; then
-    echo "$E2E_NAME: must run as root" >&2
-    echo "$E2E_NAME: 0 passed, 1 failed"
-    exit 1
-fi
-take_lock
-mkdir -p "$E2E_LOGS"
-trap on_exit EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-section "Setup"
-log "removing what an earlier run may have left"
-cleanup
-rm -rf "$E2E_LOGS"
-mkdir -p "$E2E_LOGS" "$E2E_STATE" "$E2E_RUN" "$E2E_CACHE"
+e2e_start
 apt_install podman runc conmon busybox-static containernetworking-plugins iproute2 python3-venv ||
     die "installing the Debian packages"
 save_forwarding

@@ -286,3 +286,40 @@ finish() {
     ((FAILED == 0)) && exit 0
     exit 1
 }
+
+# The start every e2e script shares, once it has defined cleanup(): root check, the run lock,
+# the exit trap (clean up, check the forwarding sysctls came back, print the summary), and
+# removing what an earlier run may have left.
+declare -A SAVED=()
+e2e_on_exit() {
+    local rc=$?
+    trap - EXIT INT TERM
+    section "Cleaning up"
+    [[ -d $TRACE_DIR ]] && e2epy trace-show "$TRACE_DIR" >"$E2E_LOGS/trace.txt" 2>&1
+    cleanup
+    local path value ok=1
+    for path in "${!SAVED[@]}"; do
+        value=$(cat "$path")
+        [[ "$value" == "${SAVED[$path]}" ]] || { ok=0; fail "$path restored" "want ${SAVED[$path]}, got $value"; }
+    done
+    ((ok)) && ((${#SAVED[@]})) && pass "forwarding sysctls restored (${SAVED[*]})"
+    finish "$rc"
+}
+
+e2e_start() {
+    if [[ $(id -u) -ne 0 ]]; then
+        echo "$E2E_NAME: must run as root" >&2
+        echo "$E2E_NAME: 0 passed, 1 failed"
+        exit 1
+    fi
+    take_lock
+    mkdir -p "$E2E_LOGS"
+    trap e2e_on_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    section "Setup"
+    log "removing what an earlier run may have left"
+    cleanup
+    rm -rf "$E2E_LOGS"
+    mkdir -p "$E2E_LOGS" "$E2E_STATE" "$E2E_RUN" "$E2E_CACHE"
+}
