@@ -132,35 +132,8 @@ if ! { [[ -x $VENV/bin/python && $(cat "$VENV/.podcidr-e2e" 2>/dev/null) == "$CR
     log "pip install took $((SECONDS - t0)) s"
 fi
 save_forwarding
-for path in "${FORWARDING_SYSCTLS[@]}"; do [[ -r $path ]] && SAVED[$path]=$(cat "$path"); done
 install_podcidr || die "building and installing podcidr"
 
-# conflist NAME BRIDGE RANGESETS_JSON
-conflist() {
-    cat <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "$1",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$2",
-      "isGateway": true,
-      "ipMasq": false,
-      "ipam": {
-        "type": "podcidr",
-        "mode": "static",
-        "ranges": $3,
-        "routes": [{ "dst": "10.252.0.0/16" }],
-        "dataDir": "$DATA_DIR",
-        "logFile": "$PODCIDR_LOG",
-        "logLevel": "debug"
-      }
-    }
-  ]
-}
-EOF
-}
 # containerd_config NAME: a config whose CRI uses the CNI conf dir cni-NAME
 containerd_config() {
     mkdir -p "$E2E_STATE/cni-$1"
@@ -211,10 +184,12 @@ EOF
 }
 containerd_config v4
 conflist "$NET4" "$BR4" "[[{ \"subnet\": \"$SUB4\", \"rangeStart\": \"$FIRST4\", \"rangeEnd\": \"$LAST4\" }]]" \
+    10.252.0.0/16 \
     >"$E2E_STATE/cni-v4/50-$NET4.conflist"
 containerd_config dual
 conflist "$NET6" "$BR6" "[[{ \"subnet\": \"$SUBD4\", \"rangeStart\": \"$FIRSTD4\", \"rangeEnd\": \"$LASTD4\" }],
                 [{ \"subnet\": \"$SUBD6\", \"rangeStart\": \"$FIRSTD6\", \"rangeEnd\": \"$LASTD6\" }]]" \
+    10.252.0.0/16 \
     >"$E2E_STATE/cni-dual/50-$NET6.conflist"
 
 pause=$E2E_CACHE/pause-oci.tar

@@ -61,7 +61,6 @@ e2e_start
 apt_install podman runc conmon busybox-static containernetworking-plugins iproute2 python3-venv ||
     die "installing the Debian packages"
 save_forwarding
-for path in "${FORWARDING_SYSCTLS[@]}"; do [[ -r $path ]] && SAVED[$path]=$(cat "$path"); done
 install_podcidr || die "building and installing podcidr"
 
 mkdir -p "$E2E_STATE/cni-conf" "$E2E_RUN/tmp"
@@ -99,37 +98,12 @@ echo 'unqualified-search-registries = []' >"$CONTAINERS_REGISTRIES_CONF"
 printf '#!/bin/sh\nexec /usr/sbin/runc --root %s "$@"\n' "$E2E_RUN/runc" >"$E2E_STATE/bin/runc"
 chmod 0755 "$E2E_STATE/bin/runc"
 
-# conflist NAME BRIDGE RANGESETS_JSON
-conflist() {
-    cat <<EOF
-{
-  "cniVersion": "1.0.0",
-  "name": "$1",
-  "plugins": [
-    {
-      "type": "bridge",
-      "bridge": "$2",
-      "isGateway": true,
-      "ipMasq": false,
-      "capabilities": { "ips": true },
-      "ipam": {
-        "type": "podcidr",
-        "mode": "static",
-        "ranges": $3,
-        "routes": [{ "dst": "10.251.0.0/16" }],
-        "dataDir": "$DATA_DIR",
-        "logFile": "$PODCIDR_LOG",
-        "logLevel": "debug"
-      }
-    }
-  ]
-}
-EOF
-}
 conflist "$NET4" "$BR4" "[[{ \"subnet\": \"$SUB4\", \"rangeStart\": \"$FIRST4\", \"rangeEnd\": \"$LAST4\" }]]" \
+    10.251.0.0/16 '"capabilities": { "ips": true }' \
     >"$E2E_STATE/cni-conf/50-$NET4.conflist"
 conflist "$NET6" "$BR6" "[[{ \"subnet\": \"$SUBD4\", \"rangeStart\": \"$FIRSTD4\", \"rangeEnd\": \"$LASTD4\" }],
                 [{ \"subnet\": \"$SUBD6\", \"rangeStart\": \"$FIRSTD6\", \"rangeEnd\": \"$LASTD6\" }]]" \
+    10.251.0.0/16 '"capabilities": { "ips": true }' \
     >"$E2E_STATE/cni-conf/50-$NET6.conflist"
 
 rootfs=$E2E_CACHE/busybox-rootfs.tar

@@ -178,6 +178,9 @@ save_forwarding() {
         [[ -r "$path" ]] && echo "$path $(cat "$path")"
     done >"$E2E_SAVED_SYSCTLS.tmp"
     mv "$E2E_SAVED_SYSCTLS.tmp" "$E2E_SAVED_SYSCTLS"
+    # What the exit trap checks came back.
+    for path in "${FORWARDING_SYSCTLS[@]}"; do [[ -r $path ]] && SAVED[$path]=$(cat "$path"); done
+    return 0
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -322,4 +325,34 @@ e2e_start() {
     cleanup
     rm -rf "$E2E_LOGS"
     mkdir -p "$E2E_LOGS" "$E2E_STATE" "$E2E_RUN" "$E2E_CACHE"
+}
+
+# conflist NAME BRIDGE RANGESETS_JSON ROUTE_DST [EXTRA_BRIDGE_KEY]: bridge + podcidr, logging to
+# $PODCIDR_LOG, leases in $DATA_DIR.
+conflist() {
+    local extra=${5:+
+      $5,}
+    cat <<EOF
+{
+  "cniVersion": "1.0.0",
+  "name": "$1",
+  "plugins": [
+    {
+      "type": "bridge",
+      "bridge": "$2",
+      "isGateway": true,
+      "ipMasq": false,$extra
+      "ipam": {
+        "type": "podcidr",
+        "mode": "static",
+        "ranges": $3,
+        "routes": [{ "dst": "$4" }],
+        "dataDir": "$DATA_DIR",
+        "logFile": "$PODCIDR_LOG",
+        "logLevel": "debug"
+      }
+    }
+  ]
+}
+EOF
 }
