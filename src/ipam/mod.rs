@@ -71,15 +71,35 @@ fn requested(req: &Request, args: &CniArgs, pool: &Pool) -> CniResult<Vec<Option
 }
 
 /// The addresses `(container_id, ifname)` holds, if its index and every lease agree.
-fn existing_lease(store: &Store, pool: &Pool, att: &Attachment) -> CniResult<Option<Vec<(usize, IpAddr)>>> {
+/// What an attachment holds already.
+enum Existing {
+    /// No owner index: a first ADD.
+    Nothing,
+    /// An index whose leases do not all agree (a killed ADD, an earlier boot, a changed pool).
+    Incomplete,
+    /// One lease per range set, `(set, address)`, sorted by set.
+    Complete(Vec<(usize, IpAddr)>),
+}
+
+fn existing_lease(store: &Store, pool: &Pool, att: &Attachment) -> CniResult<Existing> {
     let idx = match store.owner(&att.container_id, &att.ifname)? {
         OwnerState::Held(idx) => idx,
-        OwnerState::None => return Ok(None),
-        OwnerState::Unreadable(_) => return Ok(None),
+        OwnerState::None => return Ok(Existing::Nothing),
+        OwnerState::Unreadable(_) => return Ok(Existing::Incomplete),
     };
+    let complete = complete_lease(store, pool, att, idx.ips)?;
+    Ok(complete.map_or(Existing::Incomplete, Existing::Complete))
+}
+
+fn complete_lease(
+    store: &Store,
+    pool: &Pool,
+    att: &Attachment,
+    ips: Vec<IpAddr>,
+) -> CniResult<Option<Vec<(usize, IpAddr)>>> {
     let mut held = Vec::new();
     let boot = store::boot_id();
-    for ip in idx.ips {
+    for ip in ips {
         let LeaseState::Held(rec) = store.lease(ip)? else {
             return Ok(None);
         };
@@ -118,7 +138,8 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Exclusive)?;
     store.write_pool(&pool_json(&pool, modes::mode_name(req)))?;
 
-    if let Some(held) = existing_lease(&store, &pool, att)? {
+    let existing = existing_lease(&store, &pool, att)?;
+    if let Existing::Complete(held) = &existing {
         let matches = held.iter().all(|(set, ip)| wanted[*set].is_none_or(|w| w == *ip));
         if !matches {
             return Err(CniError::new(
@@ -135,9 +156,9 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
         let ips = held.iter().map(|(set, ip)| ip_config(&pool, *set, *ip)).collect();
         return Ok(IpamResult { ips, routes, dns });
     }
-    // Whatever a killed ADD of this attachment left behind is released before starting over.
-    let leftover = store.release(&att.container_id, &att.ifname)?;
-    if !leftover.is_empty() {
+    if let Existing::Incomplete = existing {
+        // Whatever a killed ADD of this attachment left behind is released before starting over.
+        let leftover = store.release(&att.container_id, &att.ifname)?;
         warn!(container = %att.container_id, ifname = %att.ifname, ?leftover, "released an incomplete earlier ADD");
     }
 
@@ -253,7 +274,7 @@ pub fn check(req: &Request, att: &Attachment) -> CniResult<()> {
     let Some(store) = store else {
         return Err(failed(format!("no lease for container {} interface {}", att.container_id, att.ifname)));
     };
-    let Some(held) = existing_lease(&store, &pool, att)? else {
+    let Existing::Complete(held) = existing_lease(&store, &pool, att)? else {
         return Err(failed(format!(
             "no complete lease for container {} interface {} in the configured ranges",
             att.container_id, att.ifname
