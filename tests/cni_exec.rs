@@ -712,6 +712,93 @@ fn missing_attachment_variables_are_code_4_naming_the_variable() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// How records sit on disk: the owner index is a second name of a lease record, and a DEL keeps
+// its records in spare/ for the next ADD to overwrite.
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_released_record_is_reused_and_holds_only_the_new_lease() {
+    use std::os::unix::fs::MetadataExt;
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.0.0", "10.9.0.0/24");
+    let spare = sb.net_dir("net1").join("spare");
+    // A long record (pod identity) released, then a shorter one written over it.
+    let first = only_ip(&Call::add("long-one", &conf).args(POD_ARGS).run().ok_json());
+    let inode = std::fs::metadata(sb.net_dir("net1").join("leases").join(&first)).unwrap().ino();
+    Call::del("long-one", &conf).run().ok_silent();
+    assert_eq!(common::names(&spare), std::slice::from_ref(&first));
+    assert!(sb.lease_files("net1").is_empty() && sb.owner_files("net1").is_empty());
+
+    let ip = add_ip("short", &conf);
+    assert_ne!(ip, first, "the round robin goes on");
+    assert!(common::names(&spare).is_empty(), "the spare was taken");
+    let lease = sb.net_dir("net1").join("leases").join(&ip);
+    assert_eq!(std::fs::metadata(&lease).unwrap().ino(), inode, "the same file, renamed");
+    let rec = sb.lease("net1", &ip);
+    assert_eq!(rec["ip"], ip.as_str(), "{rec}");
+    assert_eq!(rec["containerID"], "short", "{rec}");
+    for stale in ["podName", "podNamespace", "podUID"] {
+        assert!(rec.get(stale).is_none(), "{stale} left over from the earlier record: {rec}");
+    }
+    // The index is the same file; CHECK and DEL read it as such.
+    let owner = sb.net_dir("net1").join("owners").join(format!("short:{IFNAME}"));
+    assert_eq!(std::fs::metadata(&owner).unwrap().ino(), inode);
+    let result = Call::add("short", &conf).run().ok_json();
+    Call::check("short", &with_prev_result(&conf, &result)).run().ok_silent();
+    Call::del("short", &conf).run().ok_silent();
+    assert!(sb.lease_files("net1").is_empty() && sb.owner_files("net1").is_empty());
+}
+
+#[test]
+fn a_spare_that_is_not_a_lone_regular_file_is_dropped_never_written() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.0.0", "10.9.0.0/24");
+    add_ip("first", &conf);
+    let net = sb.net_dir("net1");
+    let spare = net.join("spare");
+    std::fs::create_dir_all(&spare).unwrap();
+    // A file with a second name (as a crash between a DEL's two steps can leave), a symbolic
+    // link and a FIFO: none may be written through.
+    let victim = sb.root().join("victim");
+    std::fs::write(&victim, "keep me").unwrap();
+    std::fs::hard_link(&victim, spare.join("10.9.0.200")).unwrap();
+    std::os::unix::fs::symlink(&victim, spare.join("10.9.0.201")).unwrap();
+    let fifo = std::ffi::CString::new(spare.join("10.9.0.202").to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+
+    let ip = add_ip("second", &conf);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "keep me");
+    assert_eq!(sb.lease("net1", &ip)["containerID"], "second");
+    assert!(common::names(&spare).is_empty(), "{:?}", common::names(&spare));
+    Call::del("second", &conf).run().ok_silent();
+}
+
+#[test]
+fn the_log_file_is_written_when_there_is_something_to_log_and_never_fails_a_request() {
+    let sb = Sandbox::new();
+    let log = sb.root().join("podcidr.log");
+    let with_log = |level: &str, file: &std::path::Path| {
+        let mut c = sb.conf_v4("1.0.0", "10.9.0.0/24");
+        c["ipam"]["logFile"] = json!(file);
+        c["ipam"]["logLevel"] = json!(level);
+        c
+    };
+    // At the default level an ADD has nothing to say, and the file is not even created.
+    add_ip("quiet", &with_log("warn", &log));
+    assert!(!log.exists());
+    let ip = add_ip("told", &with_log("info", &log));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("ADD") && text.contains("told") && text.contains(&ip), "{text}");
+    // A log file that cannot be opened: the request still succeeds, and says so on stderr.
+    let nowhere = sb.root().join("no-such-dir").join("podcidr.log");
+    let out = Call::add("unlogged", &with_log("info", &nowhere)).run();
+    out.ok_json();
+    let stderr = &out.stderr;
+    assert!(stderr.contains("cannot open logFile") && stderr.contains("unlogged"), "{stderr}");
+}
+
+// ---------------------------------------------------------------------------------------------
 // Pod identity and the status CLI.
 // ---------------------------------------------------------------------------------------------
 

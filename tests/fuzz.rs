@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Call, Disk, Entry, IFNAME, Out, Reply, Sandbox, finish, result_ips, status_json, status_network};
+use common::{Call, Disk, Entry, IFNAME, Out, Reply, Sandbox, finish, names, result_ips, status_json, status_network};
 use podcidr::cni::config;
 use podcidr::cni::env::{CniArgs, CniEnv};
 use podcidr::store::{LeaseRecord, OwnerIndex};
@@ -989,20 +989,37 @@ fn the_store_is_private_whatever_the_umask() {
     assert!(matches!(run_umask0(cni(&sb, "DEL", "c2", &conf)), Reply::Ok(None)));
     let net = sb.data_dir().join("perm");
     let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o7777;
-    for dir in [net.clone(), net.join("leases"), net.join("owners")] {
+    for dir in [net.clone(), net.join("leases"), net.join("owners"), net.join("spare")] {
         assert_eq!(mode(&dir), 0o700, "{}", dir.display());
     }
     let disk = Disk::read(&net);
     assert_eq!(disk.leases.len(), 4);
     assert_eq!(disk.owners.len(), 2);
-    for (sub, names) in
-        [("leases", disk.leases.keys().collect::<Vec<_>>()), ("owners", disk.owners.keys().collect::<Vec<_>>())]
-    {
+    let spares = names(&net.join("spare"));
+    assert_eq!(spares.len(), 2, "c2's two records are kept for reuse: {spares:?}");
+    let meta = |p: &Path| std::fs::symlink_metadata(p).unwrap();
+    for (sub, names) in [
+        ("leases", disk.leases.keys().cloned().collect::<Vec<_>>()),
+        ("owners", disk.owners.keys().cloned().collect()),
+        ("spare", spares),
+    ] {
         for n in names {
             let p = net.join(sub).join(n);
             assert_eq!(mode(&p), 0o600, "{}", p.display());
-            assert_eq!(std::fs::metadata(&p).unwrap().nlink(), 1, "{}", p.display());
+            assert!(meta(&p).is_file(), "{}", p.display());
         }
+    }
+    // Each owner index is a second name of its first lease record, and nothing else is linked.
+    let mut first_leases = Vec::new();
+    for (name, e) in &disk.owners {
+        let Entry::Ok(idx) = e else { panic!("owners/{name}: {e:?}") };
+        let first = net.join("leases").join(idx.ips[0].to_string());
+        let (o, l) = (meta(&net.join("owners").join(name)), meta(&first));
+        assert_eq!((o.ino(), o.nlink()), (l.ino(), 2), "owners/{name} and {}", first.display());
+        first_leases.push(idx.ips[0].to_string());
+    }
+    for name in disk.leases.keys().filter(|n| !first_leases.contains(n)) {
+        assert_eq!(meta(&net.join("leases").join(name)).nlink(), 1, "leases/{name}");
     }
     // Every other file of the store, too.
     for entry in std::fs::read_dir(&net).unwrap() {

@@ -5,6 +5,7 @@
 //!   lock                        held with flock(2) for the whole operation
 //!   leases/<address>            one JSON record per leased address
 //!   owners/<containerID>:<ifname>  the addresses that attachment holds (the index by owner)
+//!   spare/<address>             records of released leases, reused by later ADDs
 //!   last_reserved_ip.<set>      where the round robin of range set <set> continues
 //!   pool.json                   the ranges in force, for `podcidr status`
 //!   source.json                 the pod CIDRs last read by a kubernetes, kubelet or crd mode
@@ -19,12 +20,18 @@
 //!    ADD finds them through the index and cleans up. Leases are never orphaned.
 //! 3. A result is printed only after every file it describes is in place.
 //!
+//! Creating a file (an inode) is the dearest thing an ADD does on ext4, so the store creates as
+//! few as it can: the owner index is a hard link to a lease record, and a DEL moves its records
+//! to `spare/` for the next ADD to overwrite in place and rename into `leases/`. A spare is junk
+//! whatever it holds until that rename; only a spare with no other link is reused.
+//!
 //! Nothing is fsynced: the page cache survives a killed process, and a power loss also ends
 //! every container of the node; leases from an earlier boot are reclaimed by boot ID.
 
 pub mod host_local;
 pub mod record;
 
+use record::OnDisk;
 pub use record::{LeaseRecord, OwnerIndex};
 
 use crate::cni::error::{CniError, CniResult};
@@ -34,7 +41,7 @@ use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{DirBuilderExt, FileExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 pub const LEASES: &str = "leases";
@@ -44,6 +51,9 @@ pub const POOL_FILE: &str = "pool.json";
 pub const SOURCE_FILE: &str = "source.json";
 const LOCK_FILE: &str = "lock";
 const TMP: &str = ".tmp";
+const SPARE: &str = "spare";
+/// Spares tried before an ADD creates a new record instead (some may be unusable).
+const SPARES_TRIED: usize = 4;
 /// Longest textual address (IPv6) plus a newline; the file is rewritten in place at this width.
 const LAST_RESERVED_WIDTH: usize = 40;
 /// Probes of single lease files before the walk lists the whole directory once instead.
@@ -73,6 +83,13 @@ pub enum Access {
     Exclusive,
     /// Readers such as `podcidr status`.
     Shared,
+}
+
+/// Whether a lease named by an owner's index is that owner's to release.
+enum Ours {
+    Record,
+    Damaged,
+    No,
 }
 
 pub struct Store {
@@ -390,18 +407,19 @@ impl Store {
 
     /// Records `owner` and then each of its leases (rule 2). Fails with no lease taken if an
     /// address turns out to be held already.
+    ///
+    /// The index is not a file of its own: `owners/<id>:<ifname>` is a hard link to the first
+    /// lease's record, which also lists every address of the attachment (`ips`), so an
+    /// [`OwnerIndex`] reads from it. One inode per address instead of one more per ADD: file
+    /// creation is the dearest thing an ADD does (docs/benchmarks.md).
     pub fn claim(&mut self, owner: &OwnerIndex, leases: &[LeaseRecord]) -> CniResult<()> {
         let owner_path = self.owner_path(&owner.container_id, &owner.ifname);
-        let mut bytes =
-            serde_json::to_vec(owner).map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
-        bytes.push(b'\n');
-        create_new(&owner_path).and_then(|mut f| f.write_all(&bytes)).map_err(|e| {
-            // A full disk must not leave an empty index behind.
-            let _ = fs::remove_file(&owner_path);
-            self.io_err("write", &owner_path, &e)
-        })?;
+        if leases.is_empty() {
+            return self.write_new(&owner_path, owner);
+        }
         for (i, lease) in leases.iter().enumerate() {
-            if let Err(e) = self.write_lease(lease) {
+            let linked = if i == 0 { Some(owner_path.as_path()) } else { None };
+            if let Err(e) = self.write_lease(&OnDisk { record: lease, ips: &owner.ips }, lease.ip, linked) {
                 // Undo what this call took; the index goes last so nothing is orphaned.
                 for done in &leases[..i] {
                     let _ = fs::remove_file(self.lease_path(done.ip));
@@ -416,26 +434,99 @@ impl Store {
         Ok(())
     }
 
-    fn write_lease(&self, lease: &LeaseRecord) -> CniResult<()> {
-        let tmp = self.dir.join(LEASES).join(TMP);
-        let path = self.lease_path(lease.ip);
-        let mut bytes = serde_json::to_vec_pretty(lease)
+    /// Creates `path` holding `value` as JSON; a failed write (a full disk) leaves nothing.
+    fn write_new(&self, path: &Path, value: &impl serde::Serialize) -> CniResult<()> {
+        let mut bytes =
+            serde_json::to_vec(value).map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
+        bytes.push(b'\n');
+        create_new(path).and_then(|mut f| f.write_all(&bytes)).map_err(|e| {
+            let _ = fs::remove_file(path);
+            self.io_err("write", path, &e)
+        })
+    }
+
+    /// Writes the record of `ip` aside (in a spare, else a new file), links it as the owner
+    /// index first if asked (rule 2), then renames it into place.
+    fn write_lease(&self, record: &OnDisk<'_>, ip: IpAddr, index: Option<&Path>) -> CniResult<()> {
+        let path = self.lease_path(ip);
+        let mut bytes = serde_json::to_vec_pretty(record)
             .map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
         bytes.push(b'\n');
-        // A tmp file left by a killed process is simply replaced.
-        let _ = fs::remove_file(&tmp);
-        create_new(&tmp).and_then(|mut f| f.write_all(&bytes)).map_err(|e| self.io_err("write", &tmp, &e))?;
-        rename_noreplace(&tmp, &path).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
+        let aside = match self.reuse_spare(&mut bytes) {
+            Some(spare) => spare,
+            None => {
+                let tmp = self.dir.join(LEASES).join(TMP);
+                // A tmp file left by a killed process is simply replaced.
+                let _ = fs::remove_file(&tmp);
+                create_new(&tmp).and_then(|mut f| f.write_all(&bytes)).map_err(|e| {
+                    let _ = fs::remove_file(&tmp);
+                    self.io_err("write", &tmp, &e)
+                })?;
+                tmp
+            }
+        };
+        if let Some(index) = index {
+            fs::hard_link(&aside, index).map_err(|e| {
+                let _ = fs::remove_file(&aside);
+                self.io_err("write", index, &e)
+            })?;
+        }
+        rename_noreplace(&aside, &path).map_err(|e| {
+            let _ = fs::remove_file(&aside);
             if e.kind() == io::ErrorKind::AlreadyExists {
-                CniError::new(
-                    crate::cni::error::code::ADDRESS_UNAVAILABLE,
-                    format!("{} was taken by another owner", lease.ip),
-                )
+                CniError::new(crate::cni::error::code::ADDRESS_UNAVAILABLE, format!("{ip} was taken by another owner"))
             } else {
                 self.io_err("write", &path, &e)
             }
         })
+    }
+
+    /// Overwrites a spare record with `bytes` and returns its path. The record is padded with
+    /// blanks to the spare's length rather than truncated (JSON allows trailing white space;
+    /// truncating costs more than the write). A spare that is not a lone regular file (still
+    /// linked as an owner index after a crash, or something foreign) is dropped, not used.
+    fn reuse_spare(&self, bytes: &mut Vec<u8>) -> Option<PathBuf> {
+        let dir = self.dir.join(SPARE);
+        for entry in fs::read_dir(&dir).ok()?.take(SPARES_TRIED) {
+            let path = entry.ok()?.path();
+            let opened = OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+                .open(&path)
+                .and_then(|f| f.metadata().map(|m| (f, m)));
+            if let Ok((file, meta)) = opened
+                && meta.is_file()
+                && meta.nlink() == 1
+            {
+                let len = usize::try_from(meta.len()).unwrap_or(usize::MAX);
+                if len > bytes.len() {
+                    let newline = bytes.pop();
+                    bytes.resize(len - 1, b' ');
+                    bytes.extend(newline);
+                }
+                if file.write_all_at(bytes, 0).is_ok() {
+                    return Some(path);
+                }
+            }
+            let _ = fs::remove_file(&path);
+        }
+        None
+    }
+
+    /// Moves a released lease's record to `spare/` for a later ADD; removes it if it can't.
+    fn retire(&self, ip: IpAddr) -> CniResult<()> {
+        let path = self.lease_path(ip);
+        let spare = self.dir.join(SPARE).join(ip.to_string());
+        let moved = rename_noreplace(&path, &spare).or_else(|e| match e.kind() {
+            io::ErrorKind::NotFound => {
+                private_dir(&self.dir.join(SPARE)).and_then(|()| rename_noreplace(&path, &spare))
+            }
+            _ => Err(e),
+        });
+        if moved.is_err() {
+            self.remove(&path)?;
+        }
+        Ok(())
     }
 
     /// Releases what the index of `(container_id, ifname)` names, then the index itself.
@@ -449,16 +540,18 @@ impl Store {
         let mut released = Vec::new();
         for ip in ips {
             let ours = match self.lease(ip)? {
-                LeaseState::Held(rec) => rec.owned_by(container_id, ifname),
+                LeaseState::Held(rec) if rec.owned_by(container_id, ifname) => Ours::Record,
                 // Damaged (records are written whole, so not by a killed ADD) but named by this
                 // owner's index, which was written before it: most likely this owner's.
-                LeaseState::Unreadable(_) => true,
-                LeaseState::Free => false,
+                LeaseState::Unreadable(_) => Ours::Damaged,
+                LeaseState::Held(_) | LeaseState::Free => Ours::No,
             };
-            if ours {
-                self.remove(&self.lease_path(ip))?;
-                released.push(ip);
+            match ours {
+                Ours::Record => self.retire(ip)?,
+                Ours::Damaged => self.remove(&self.lease_path(ip))?,
+                Ours::No => continue,
             }
+            released.push(ip);
         }
         self.remove(&self.owner_path(container_id, ifname))?;
         Ok(released)

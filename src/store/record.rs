@@ -48,7 +48,8 @@ impl LeaseRecord {
 }
 
 /// `owners/<containerID>:<ifname>`: the addresses one attachment holds, so that DEL and CHECK
-/// find them without reading every lease. Written before the lease records it names.
+/// find them without reading every lease. In place before the lease records it names; it is a
+/// hard link to the first of them ([`OnDisk`]), whose other fields it ignores.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OwnerIndex {
@@ -56,4 +57,13 @@ pub struct OwnerIndex {
     pub container_id: String,
     pub ifname: String,
     pub ips: Vec<IpAddr>,
+}
+
+/// A lease record as written: the record and every address of its attachment, so that the
+/// file can also serve as the attachment's [`OwnerIndex`].
+#[derive(Serialize)]
+pub(super) struct OnDisk<'a> {
+    #[serde(flatten)]
+    pub record: &'a LeaseRecord,
+    pub ips: &'a [IpAddr],
 }
