@@ -1,5 +1,6 @@
 //! podcidr: a CNI IPAM plugin that hands out pod addresses from the node's pod CIDR.
 
+pub mod arena;
 pub mod cli;
 pub mod cni;
 pub mod ipam;
