@@ -3,8 +3,8 @@
 #
 #   scripts/bench.sh            full run (a few minutes); writes docs/benchmarks.md (the block
 #                               between its bench markers) and docs/bench-latency.svg
-#   scripts/bench.sh --smoke    a few iterations, store sizes 0 and 200, 4 concurrent callers;
-#                               writes nothing. Asserts that it ran and that no address was
+#   scripts/bench.sh --smoke    a few iterations, store sizes 0 and 200, 4 concurrent callers,
+#                               kubernetes mode against a stand-in API server; writes nothing. Asserts that it ran and that no address was
 #                               handed out twice; never a timing. For CI.
 #   --no-micro                  (full run) skip the divan micro-benchmarks
 #   --no-docs                   (full run) print the figures, leave docs/ alone
@@ -55,8 +55,13 @@ fi
 log "stores under $tmp (${fstype:-unknown file system})"
 
 # The plugin under test: the release binary, static musl where possible.
-podcidr=$(bash scripts/build.sh)
-log "podcidr: $podcidr"
+# A private copy, so that a rebuild elsewhere during the run cannot pull the binary away; its
+# path keeps the target triple, which the driver reports (musl or glibc).
+built=$(bash scripts/build.sh)
+podcidr="$tmp/bin/$(basename "$(dirname "$(dirname "$built")")")/podcidr"
+mkdir -p "$(dirname "$podcidr")"
+cp "$built" "$podcidr"
+log "podcidr: $built (copied to $podcidr)"
 
 # The reference.
 find_host_local() {
