@@ -90,15 +90,15 @@ enum Cmd {
     Version,
 }
 
-pub fn run() -> ExitCode {
+/// Runs the command line `args` (the program name first).
+pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     // Like any Unix filter: `podcidr status | head` ends quietly when the reader goes away.
-    // (Rust ignores SIGPIPE, which turns it into a panic in println!.) Not done on the CNI path,
-    // whose writes already ignore a closed stdout.
+    // (The CNI path ignores SIGPIPE, which would turn it into a panic in println!.)
     // SAFETY: setting a signal's disposition to its default before any thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
-    let cli = Cli::parse();
+    let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
         Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, apply, json } => {

@@ -798,6 +798,33 @@ fn the_log_file_is_written_when_there_is_something_to_log_and_never_fails_a_requ
     assert!(stderr.contains("cannot open logFile") && stderr.contains("unlogged"), "{stderr}");
 }
 
+#[test]
+fn a_request_started_with_stderr_closed_never_writes_its_logs_into_the_store() {
+    let sb = Sandbox::new();
+    let mut conf = sb.conf_v4("1.0.0", "10.9.0.0/24");
+    conf["ipam"]["logLevel"] = json!("debug");
+    add_ip("first", &conf);
+    for (verb, cid) in [("ADD", "blind"), ("DEL", "first")] {
+        let call = Call::attach(verb, cid).conf(&conf);
+        let mut cmd = call.command();
+        // SAFETY: close(2) is async-signal-safe and touches only the child.
+        unsafe {
+            use std::os::unix::process::CommandExt;
+            cmd.pre_exec(|| {
+                libc::close(2);
+                Ok(())
+            });
+        }
+        let out = common::finish(cmd.spawn().unwrap(), &call.stdin, |_| {});
+        assert_eq!(out.code(), Some(0), "{verb}: {out:?}");
+    }
+    // Had the lock or a record been opened as fd 2, the log lines would be in it.
+    assert_eq!(String::from_utf8_lossy(&std::fs::read(sb.net_dir("net1").join("lock")).unwrap()), "");
+    let leases = sb.lease_files("net1");
+    assert_eq!(leases.len(), 1, "{leases:?}");
+    assert_eq!(sb.lease("net1", &leases[0])["containerID"], "blind");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Pod identity and the status CLI.
 // ---------------------------------------------------------------------------------------------
