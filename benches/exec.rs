@@ -1283,22 +1283,22 @@ fn tables(r: &Value) -> String {
     let baseline = |part: &str| {
         r["baseline"].as_array().and_then(|a| a.iter().find(|b| b["name"].as_str().is_some_and(|n| n.contains(part))))
     };
-    // The no-op of the same iterations; without a no-op binary, podcidr VERSION (which exits
-    // before reading stdin) from the baseline stands in.
-    let alone = baseline("no-op");
+    // The no-op of the same iterations (there is one whenever a no-op binary was given);
+    // without one, podcidr VERSION (which exits before reading stdin) stands in.
     if let Some(z) = size_row(0) {
         for verb in ["ADD", "CHECK", "DEL"] {
-            let (base, what) = match (z.get(NOOP_ALONGSIDE), alone, baseline("podcidr VERSION")) {
-                (Some(n), Some(a), _) => (
+            let (base, what) = match (z.get(NOOP_ALONGSIDE), baseline("no-op")) {
+                (Some(n), Some(alone)) => (
                     f(&n[verb]["median_ms"]),
                     format!(
                         "the trivial static binary exec'd in the same iterations; {:.3} ms in the baseline",
-                        f(&a["stats"]["median_ms"])
+                        f(&alone["stats"]["median_ms"])
                     ),
                 ),
-                (Some(n), None, _) => (f(&n[verb]["median_ms"]), "the trivial static binary, same iterations".into()),
-                (None, _, Some(v)) => (f(&v["stats"]["median_ms"]), "podcidr VERSION, a proxy for it".into()),
-                (None, _, None) => continue,
+                _ => match baseline("podcidr VERSION") {
+                    Some(v) => (f(&v["stats"]["median_ms"]), "podcidr VERSION, a proxy for it".to_string()),
+                    None => continue,
+                },
             };
             let ratio = med(z, "podcidr", verb) / base;
             let _ = writeln!(

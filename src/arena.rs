@@ -3,7 +3,7 @@
 //! One exec is one short request that allocates a few hundred small blocks and exits. musl's
 //! malloc puts each size class in pages of its own and maps and unmaps them as it goes, so those
 //! blocks cost a dozen `mmap`/`munmap` calls and as many page faults; from an arena they fill a
-//! few consecutive pages. Measured on the request path: 0.04–0.05 ms less per exec, 10–15 %
+//! few consecutive pages. Measured on the request path: 0.03–0.05 ms less per exec, 8–12 %
 //! (docs/benchmarks.md). mimalloc was measured too: its start-up alone costs more than a whole
 //! request. Freed blocks are only taken back when they are the last one handed out, so long
 //! runs (the kube client, `podcidr status` over a big store) spill over to the system

@@ -2,7 +2,7 @@
 //! stdout is reserved for the CNI result.
 
 use std::fs::OpenOptions;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tracing::level_filters::LevelFilter;
 use tracing::span::{Attributes, Id, Record};
@@ -17,7 +17,7 @@ pub fn parse_level(s: &str) -> Result<LevelFilter, String> {
 
 /// Installs the subscriber. A log file that cannot be opened falls back to stderr: logging
 /// must never be the reason a pod gets no address.
-pub fn init(file: Option<&std::path::Path>, level: Option<&str>) {
+pub fn init(file: Option<&Path>, level: Option<&str>) {
     let level = level.and_then(|l| parse_level(l).ok()).unwrap_or(DEFAULT_LEVEL);
     if level == LevelFilter::OFF {
         return;
@@ -29,8 +29,8 @@ pub fn init(file: Option<&std::path::Path>, level: Option<&str>) {
 type Inner = Box<dyn Subscriber + Send + Sync>;
 
 /// Builds the fmt subscriber on the first event that passes the level. Most requests log
-/// nothing, and building it (its span registry, the log file) cost more than the rest of
-/// their start-up (docs/benchmarks.md).
+/// nothing, and building it (its span registry, the log file) was podcidr's biggest own cost
+/// at start-up (docs/benchmarks.md).
 struct Lazy {
     level: LevelFilter,
     file: Option<PathBuf>,

@@ -2,7 +2,7 @@
 //!
 //! `main` is the C entry point rather than Rust's: std's start-up (a guard page and signal
 //! stack for stack-overflow messages, SIGPIPE ignored, a poll of fds 0–2) costs a dozen system
-//! calls, about 10 % of a whole request (docs/benchmarks.md). What a request needs of it is
+//! calls, 12–16 % of a whole request (docs/benchmarks.md). What a request needs of it is
 //! done here: fds 0–2 are made to exist, the CNI path ignores SIGPIPE as before, and stdout is
 //! flushed at the end.
 

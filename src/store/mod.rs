@@ -85,13 +85,6 @@ pub enum Access {
     Shared,
 }
 
-/// Whether a lease named by an owner's index is that owner's to release.
-enum Ours {
-    Record,
-    Damaged,
-    No,
-}
-
 pub struct Store {
     dir: PathBuf,
     _lock: File,
@@ -411,15 +404,12 @@ impl Store {
     /// The index is not a file of its own: `owners/<id>:<ifname>` is a hard link to the first
     /// lease's record, which also lists every address of the attachment (`ips`), so an
     /// [`OwnerIndex`] reads from it. One inode per address instead of one more per ADD: file
-    /// creation is the dearest thing an ADD does (docs/benchmarks.md).
+    /// creation is the dearest thing an ADD does (docs/benchmarks.md). No leases, no index.
     pub fn claim(&mut self, owner: &OwnerIndex, leases: &[LeaseRecord]) -> CniResult<()> {
         let owner_path = self.owner_path(&owner.container_id, &owner.ifname);
-        if leases.is_empty() {
-            return self.write_new(&owner_path, owner);
-        }
         for (i, lease) in leases.iter().enumerate() {
-            let linked = if i == 0 { Some(owner_path.as_path()) } else { None };
-            if let Err(e) = self.write_lease(&OnDisk { record: lease, ips: &owner.ips }, lease.ip, linked) {
+            let index = (i == 0).then_some(owner_path.as_path());
+            if let Err(e) = self.write_lease(&OnDisk { record: lease, ips: &owner.ips }, lease.ip, index) {
                 // Undo what this call took; the index goes last so nothing is orphaned.
                 for done in &leases[..i] {
                     let _ = fs::remove_file(self.lease_path(done.ip));
@@ -432,17 +422,6 @@ impl Store {
             listed.extend(leases.iter().map(|l| l.ip));
         }
         Ok(())
-    }
-
-    /// Creates `path` holding `value` as JSON; a failed write (a full disk) leaves nothing.
-    fn write_new(&self, path: &Path, value: &impl serde::Serialize) -> CniResult<()> {
-        let mut bytes =
-            serde_json::to_vec(value).map_err(|e| CniError::new(crate::cni::error::code::IO_FAILURE, e.to_string()))?;
-        bytes.push(b'\n');
-        create_new(path).and_then(|mut f| f.write_all(&bytes)).map_err(|e| {
-            let _ = fs::remove_file(path);
-            self.io_err("write", path, &e)
-        })
     }
 
     /// Writes the record of `ip` aside (in a spare, else a new file), links it as the owner
@@ -539,17 +518,12 @@ impl Store {
         };
         let mut released = Vec::new();
         for ip in ips {
-            let ours = match self.lease(ip)? {
-                LeaseState::Held(rec) if rec.owned_by(container_id, ifname) => Ours::Record,
+            match self.lease(ip)? {
+                LeaseState::Held(rec) if rec.owned_by(container_id, ifname) => self.retire(ip)?,
                 // Damaged (records are written whole, so not by a killed ADD) but named by this
                 // owner's index, which was written before it: most likely this owner's.
-                LeaseState::Unreadable(_) => Ours::Damaged,
-                LeaseState::Held(_) | LeaseState::Free => Ours::No,
-            };
-            match ours {
-                Ours::Record => self.retire(ip)?,
-                Ours::Damaged => self.remove(&self.lease_path(ip))?,
-                Ours::No => continue,
+                LeaseState::Unreadable(_) => self.remove(&self.lease_path(ip))?,
+                LeaseState::Held(_) | LeaseState::Free => continue,
             }
             released.push(ip);
         }
