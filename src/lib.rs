@@ -6,4 +6,5 @@ pub mod cni;
 pub mod ipam;
 pub mod log;
 pub mod modes;
+pub mod operator;
 pub mod store;

@@ -1,6 +1,6 @@
 //! A stand-in kube-apiserver for exec-level tests: HTTPS on 127.0.0.1 with a CA, server and
 //! client certificates made at test time, answering with responses recorded from real API
-//! servers (`../shared/fixtures/kube/<version>/`), counting the requests it gets.
+//! servers (`tests/fixtures/kube/<version>/`), counting the requests it gets.
 //!
 //! It authenticates as the real one does: a bearer token it knows, or a client certificate
 //! its CA signed; anything else gets the recorded 401 Status.
@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/fixtures/kube");
+pub const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/kube");
 /// The API server versions the fixtures were recorded from.
 pub const API_VERSIONS: [&str; 2] = ["v1.36.2", "v1.21.2-k3s1"];
 pub const TOKEN: &str = "podcidr-test-token";
