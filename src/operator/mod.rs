@@ -1,5 +1,8 @@
 //! podcidr-operator: the controller that cuts pools into per-node pod CIDRs.
 
+pub mod allocator;
+pub mod selector;
+
 /// Entry point of the `podcidr-operator` binary.
 pub fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
