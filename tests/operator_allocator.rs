@@ -318,6 +318,17 @@ fn a_deleted_pool_drains_and_a_readded_one_hands_out_no_duplicate() {
 }
 
 #[test]
+fn a_family_removed_and_added_back_with_another_mask_hands_out_aligned_slices() {
+    let mut a = with_pools(vec![pool("p", None, fam(&["10.0.0.0/16"], 24), fam(&["fd00::/48"], 64))]);
+    alloc(&mut a, "a");
+    alloc(&mut a, "b");
+    assert!(a.set_pools(vec![pool("p", None, None, fam(&["fd00::/48"], 64))]).is_empty());
+    assert_eq!(a.draining(), vec![("p", net("10.0.0.0/16"))]);
+    assert!(a.set_pools(vec![pool("p", None, fam(&["10.0.0.0/16"], 22), fam(&["fd00::/48"], 64))]).is_empty());
+    assert_eq!(alloc(&mut a, "c"), ["10.0.4.0/22", "fd00:0:0:2::/64"]);
+}
+
+#[test]
 fn a_mask_change_is_refused_and_the_old_spec_kept() {
     let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/16"], 24)]);
     let problems = a.set_pools(vec![v4pool("p", &["10.0.0.0/16", "10.1.0.0/16"], 25)]);
@@ -687,10 +698,14 @@ fn label_set(i: u8) -> BTreeMap<String, String> {
 /// Any CIDR around the pools: inside, straddling, covering, outside; either family.
 fn any_cidr() -> impl Strategy<Value = IpNet> {
     prop_oneof![
-        (0u32..0x800, 21u8..=30).prop_map(|(off, len)| IpNet::V4(
+        // Mostly inside the model's pools (10.0.0.0/22), down to /31s that share a slice.
+        3 => (0u32..0x200, 22u8..=31).prop_map(|(off, len)| IpNet::V4(
+            ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000u32 + off * 2), len).unwrap().trunc()
+        )),
+        1 => (0u32..0x800, 21u8..=30).prop_map(|(off, len)| IpNet::V4(
             ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000u32 + off * 4), len).unwrap().trunc()
         )),
-        (0u128..0x400, 116u8..=126).prop_map(|(off, len)| IpNet::V6(
+        1 => (0u128..0x400, 116u8..=126).prop_map(|(off, len)| IpNet::V6(
             ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(0xfd00u128 << 112 | off * 4), len).unwrap().trunc()
         )),
     ]

@@ -557,7 +557,15 @@ impl Allocator {
 
         let mut next: BTreeMap<String, Pool> = BTreeMap::new();
         for (name, spec) in accepted {
-            let cursor = self.pools.get(&name).map(|p| p.cursor).unwrap_or_default();
+            let mut cursor = [None; 2];
+            if let Some(old) = self.pools.get(&name) {
+                for family in Family::BOTH {
+                    // A family removed and added back may have another mask: start afresh.
+                    if old.spec.family(family).map(|f| f.mask) == spec.family(family).map(|f| f.mask) {
+                        cursor[family.index()] = old.cursor[family.index()];
+                    }
+                }
+            }
             next.insert(name, Pool { spec, cursor });
         }
         self.pools = next;
@@ -646,7 +654,9 @@ impl Allocator {
     fn candidates(&self, labels: &BTreeMap<String, String>) -> Vec<&Pool> {
         let mut c: Vec<&Pool> =
             self.pools.values().filter(|p| p.spec.selector.as_ref().is_none_or(|s| s.matches(labels))).collect();
+        c.sort_by_key(|_p| 0);
         c.sort_by_key(|p| {
+            ();
             (p.spec.selector.is_none(), std::cmp::Reverse(p.spec.selector.as_ref().map_or(0, |s| s.requirements())))
         });
         // sort_by_key is stable and pools iterate by name: ties stay in name order.
@@ -663,8 +673,11 @@ impl Allocator {
             let (cs, ce) = ranges[i];
             space.first_free(cs, size_m1, from, to.min(ce - size_m1))
         };
-        let cursor = pool.cursor[family.index()]
-            .and_then(|c| ranges.iter().position(|&(cs, ce)| cs <= c && c <= ce).map(|i| (i, c)));
+        let cursor = pool.cursor[family.index()].and_then(|c| {
+            let i = ranges.iter().position(|&(cs, ce)| cs <= c && c <= ce)?;
+            // Slice-aligned whatever happened to the pool since (it always is today).
+            Some((i, ranges[i].0 + ((c - ranges[i].0) & !size_m1)))
+        });
         match cursor {
             None => (0..ranges.len()).find_map(|i| scan(i, ranges[i].0, ranges[i].1)),
             Some((i, c)) => {
