@@ -290,13 +290,9 @@ impl Space {
             return None;
         }
         let others = |nodes: &Vec<String>| nodes.iter().find(|n| n.as_str() != exclude).cloned();
-        // Containing (or equal) CIDRs are its supernets: one lookup per prefix length.
-        let len = prefix_len_of(s, e, width);
-        for plen in (0..=len).rev() {
-            let (ss, se) = supernet(s, plen, width);
-            if let Some(h) = self.held.get(&(ss, se)).and_then(others) {
-                return Some(h);
-            }
+        // Containing (or equal) CIDRs are its supernets.
+        if let Some(h) = self.supernets(s, e, width).find_map(|k| self.held.get(&k).and_then(others)) {
+            return Some(h);
         }
         // Nested in it: start within [s, e].
         self.held.range((s, 0)..=(e, u128::MAX)).find_map(|(_, nodes)| others(nodes))
@@ -304,8 +300,18 @@ impl Space {
 
     /// Is [s, e] inside a held CIDR (other than one entry that is being removed)?
     fn covered_by_held(&self, s: u128, e: u128, width: u8) -> bool {
+        self.supernets(s, e, width).any(|k| self.held.contains_key(&k))
+    }
+
+    /// [s, e] and its supernets, smallest first, as far as they stay inside the run that holds
+    /// [s, e]: only those can be held. Usually a few, not one per prefix length.
+    fn supernets(&self, s: u128, e: u128, width: u8) -> impl Iterator<Item = (u128, u128)> {
+        let run = self.runs.range(..=s).next_back().map(|(&rs, &re)| (rs, re)).filter(|&(_, re)| re >= e);
         let len = prefix_len_of(s, e, width);
-        (0..=len).any(|plen| self.held.contains_key(&supernet(s, plen, width)))
+        (0..=len)
+            .rev()
+            .map(move |plen| supernet(s, plen, width))
+            .take_while(move |&(ss, se)| run.is_some_and(|(rs, re)| rs <= ss && se <= re))
     }
 
     fn add_run(&mut self, s: u128, e: u128) {
