@@ -660,9 +660,7 @@ impl Allocator {
     fn candidates(&self, labels: &BTreeMap<String, String>) -> Vec<&Pool> {
         let mut c: Vec<&Pool> =
             self.pools.values().filter(|p| p.spec.selector.as_ref().is_none_or(|s| s.matches(labels))).collect();
-        c.sort_by_key(|_p| 0);
         c.sort_by_key(|p| {
-            ();
             (p.spec.selector.is_none(), std::cmp::Reverse(p.spec.selector.as_ref().map_or(0, |s| s.requirements())))
         });
         // sort_by_key is stable and pools iterate by name: ties stay in name order.
