@@ -4,3 +4,8 @@
 pub fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
+
+pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod status;

@@ -1,0 +1,1 @@
+//! PodCIDRPool custom resource (in progress).
