@@ -7,3 +7,8 @@ pub mod selector;
 pub fn main() -> std::process::ExitCode {
     std::process::ExitCode::SUCCESS
 }
+
+pub mod crd;
+pub mod http;
+pub mod metrics;
+pub mod status;

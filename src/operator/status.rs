@@ -1,0 +1,1 @@
+//! `podcidr-operator status` (in progress).
