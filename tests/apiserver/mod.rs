@@ -7,10 +7,8 @@
 
 #![allow(dead_code)]
 
-use base64::Engine;
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-use rustls::server::WebPkiClientVerifier;
+mod tls;
+
 use serde_json::Value;
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -84,49 +82,19 @@ pub struct ApiServer {
     thread: Option<JoinHandle<()>>,
 }
 
-fn b64(s: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
+use tls::b64;
 
 impl ApiServer {
     /// Starts a server that answers with the errors recorded from `version`.
     pub fn start(version: &str) -> ApiServer {
-        let ca_key = KeyPair::generate().unwrap();
-        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params.distinguished_name.push(DnType::CommonName, "podcidr-test-ca");
-        let ca = CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
-
-        let server_key = KeyPair::generate().unwrap();
-        let server_params = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()]).unwrap();
-        let server_cert = server_params.signed_by(&server_key, &ca).unwrap();
-
-        let client_key = KeyPair::generate().unwrap();
-        let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        client_params.distinguished_name.push(DnType::CommonName, "system:node:node-manual");
-        let client_cert = client_params.signed_by(&client_key, &ca).unwrap();
-
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(ca.der().clone()).unwrap();
-        let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-            .allow_unauthenticated()
-            .build()
-            .unwrap();
-        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
-        let config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(vec![CertificateDer::from(server_cert.der().to_vec()), ca.der().clone()], key)
-            .unwrap();
-
+        let certs = tls::make("system:node:node-manual");
+        let config = certs.server_config;
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(State::default()));
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (state, stop, config, version) = (state.clone(), stop.clone(), Arc::new(config), version.to_string());
+            let (state, stop, version) = (state.clone(), stop.clone(), version.to_string());
             std::thread::spawn(move || {
                 for stream in listener.incoming() {
                     if stop.load(Ordering::SeqCst) {
@@ -141,9 +109,9 @@ impl ApiServer {
         ApiServer {
             addr,
             version: version.to_string(),
-            ca_pem: ca.pem(),
-            client_cert_pem: client_cert.pem(),
-            client_key_pem: client_key.serialize_pem(),
+            ca_pem: certs.ca_pem,
+            client_cert_pem: certs.client_cert_pem,
+            client_key_pem: certs.client_key_pem,
             state,
             stop,
             thread: Some(thread),
@@ -186,13 +154,7 @@ impl ApiServer {
     /// A kubeconfig for this server whose user is `user_yaml` (the lines under `user:`,
     /// indented by 4).
     pub fn kubeconfig(&self, dir: &Path, name: &str, user_yaml: &str) -> PathBuf {
-        let text = format!(
-            "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {}\n    \
-             certificate-authority-data: {}\nusers:\n- name: podcidr\n  user:\n{user_yaml}\ncontexts:\n- name: test\n  \
-             context:\n    cluster: test\n    user: podcidr\ncurrent-context: test\n",
-            self.url(),
-            b64(&self.ca_pem)
-        );
+        let text = tls::kubeconfig_text(&self.url(), &self.ca_pem, user_yaml);
         let path = dir.join(name);
         std::fs::write(&path, text).unwrap();
         path
