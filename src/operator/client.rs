@@ -121,8 +121,11 @@ pub async fn config(kubeconfig: Option<&Path>) -> Result<Config, String> {
     }
 }
 
-/// A client whose every request goes through a rate limit of its own.
-pub fn limited(config: Config, qps: f64, burst: u32) -> Result<Client, String> {
+/// A client whose every request goes through a rate limit of its own, without kube's retries.
+pub fn limited(mut config: Config, qps: f64, burst: u32) -> Result<Client, String> {
+    // kube's own retry of 429/503/504 would hide them from the capped backoff and the error
+    // counts, and would send requests the rate limit never sees.
+    config.default_retry = false;
     let builder = ClientBuilder::try_from(config).map_err(|e| format!("cannot build the Kubernetes client: {e}"))?;
     Ok(builder.with_layer(&RateLimitLayer::new(qps, burst)).build())
 }

@@ -86,13 +86,10 @@ where
     let mut shutdown = std::pin::pin!(shutdown);
     let Some(manager) = build(&client, s, &mut shutdown).await else { return ExitCode::SUCCESS };
     let leases: Api<Lease> = Api::namespaced(client.clone(), &s.lease_namespace);
-    if let Ok(Some(lease)) = leases.get_opt(LEASE_NAME).await
-        && held_by_other(&lease, &s.identity)
-    {
-        let holder = lease.spec.and_then(|sp| sp.holder_identity).unwrap_or_default();
-        tracing::info!(leader = %holder, identity = %s.identity, "following: the lease {}/{LEASE_NAME} is held", s.lease_namespace);
-        ready.set(true);
-    }
+    // A follower is ready as soon as it sees someone else hold the lease; looked at now and
+    // then while waiting (changed() only returns when this process wins).
+    let mut peek = tokio::time::interval(Duration::from_secs(1));
+    let mut following = false;
     loop {
         tokio::select! {
             r = manager.changed() => match r {
@@ -103,6 +100,16 @@ where
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             },
+            _ = peek.tick(), if !following => {
+                if let Ok(Some(lease)) = leases.get_opt(LEASE_NAME).await
+                    && held_by_other(&lease, &s.identity)
+                {
+                    let holder = lease.spec.and_then(|sp| sp.holder_identity).unwrap_or_default();
+                    tracing::info!(leader = %holder, identity = %s.identity, "following: the lease {}/{LEASE_NAME} is held", s.lease_namespace);
+                    following = true;
+                    ready.set(true);
+                }
+            }
             _ = &mut shutdown => {
                 tracing::info!("stopping (follower)");
                 return ExitCode::SUCCESS;
