@@ -63,6 +63,8 @@ pub enum Input {
     Written(Box<Plan>, Outcome),
     /// The pool set changed (flags and PodCIDRPools); the answer carries the problems.
     Pools(Vec<PoolSpec>, tokio::sync::oneshot::Sender<Vec<PoolProblem>>),
+    /// The PodCIDRPools are listed (or there is no CRD): part of the restore.
+    PoolsListed,
     /// The pool reconciler wants the current counts.
     Stats(tokio::sync::oneshot::Sender<Snapshot>),
 }
@@ -119,6 +121,7 @@ pub struct Controller {
     node_list: Listing,
     cilium_list: Listing,
     restored: bool,
+    pools_listed: bool,
     /// (node, CIDR) already reported as foreign or conflicting.
     reported: BTreeSet<(String, IpNet)>,
     published: BTreeSet<(String, String)>,
@@ -145,6 +148,7 @@ impl Controller {
             node_list: Listing::default(),
             cilium_list,
             restored: false,
+            pools_listed: false,
             reported: BTreeSet::new(),
             published: BTreeSet::new(),
             dirty: true,
@@ -287,7 +291,7 @@ impl Controller {
     }
 
     fn listed(&mut self) {
-        if self.restored || !self.node_list.done || !self.cilium_list.done {
+        if self.restored || !self.node_list.done || !self.cilium_list.done || !self.pools_listed {
             return;
         }
         self.restored = true;
@@ -352,6 +356,10 @@ impl Controller {
                 self.dirty = true;
                 self.wake_waiting();
                 let _ = reply.send(problems);
+            }
+            Input::PoolsListed => {
+                self.pools_listed = true;
+                self.listed();
             }
             Input::Stats(reply) => {
                 let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();

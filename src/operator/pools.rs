@@ -1,7 +1,365 @@
-//! PodCIDRPools (issue 12).
+//! PodCIDRPools (issue 12): the pool set comes from the flags (the pool `default`, created and
+//! kept in step with them as a PodCIDRPool) and every PodCIDRPool. Specs go to the allocator as
+//! a whole; a spec it (or the CRD's rules, checked here again) refuses keeps the pool as it
+//! was, and the problem is shown in the pool's `Ready` condition. A deleted pool is held by the
+//! finalizer `podcidr.io/drain` until no node holds a CIDR of it. Statuses are refreshed every
+//! second and written only when they change. Without the CRD, the flag pool alone is used.
 
-use tokio::sync::mpsc;
+use std::collections::BTreeMap;
+use std::time::Duration;
 
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+
+use super::allocator::{Family, FamilySpec, PoolSpec, PoolStats};
 use super::controller::{Input, Shared};
+use super::crd::{
+    CONDITION_DRAINING, CONDITION_EXHAUSTED, CONDITION_READY, DEFAULT_POOL, DRAIN_FINALIZER, PodCIDRPool,
+    PodCIDRPoolSpec, PodCIDRPoolStatus, PoolFamilySpec, PoolFamilyStatus,
+};
+use super::events;
+use super::selector::Selector;
+use super::targets::FIELD_MANAGER;
 
-pub fn start(_sh: Shared, _tx: mpsc::UnboundedSender<Input>) {}
+/// The allocator's spec of a PodCIDRPool, or what is wrong with it on its own.
+pub fn to_pool_spec(name: &str, spec: &PodCIDRPoolSpec) -> Result<PoolSpec, String> {
+    let problems = spec.problems();
+    if !problems.is_empty() {
+        return Err(problems.join("; "));
+    }
+    let selector = match &spec.node_selector {
+        Some(ls) => Some(Selector::try_from(ls).map_err(|e| format!("nodeSelector: {e}"))?),
+        None => None,
+    };
+    let fam = |f: &Option<PoolFamilySpec>| f.as_ref().map(|f| FamilySpec { cidrs: f.networks(), mask: f.mask_size });
+    Ok(PoolSpec { name: name.to_string(), selector, ipv4: fam(&spec.ipv4), ipv6: fam(&spec.ipv6) })
+}
+
+/// The PodCIDRPool spec of the flag pool.
+pub fn from_pool_spec(p: &PoolSpec) -> PodCIDRPoolSpec {
+    let fam = |f: &Option<FamilySpec>| {
+        f.as_ref()
+            .map(|f| PoolFamilySpec { cidrs: f.cidrs.iter().map(ToString::to_string).collect(), mask_size: f.mask })
+    };
+    PodCIDRPoolSpec { node_selector: None, ipv4: fam(&p.ipv4), ipv6: fam(&p.ipv6) }
+}
+
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: String,
+    old: &[Condition],
+    generation: Option<i64>,
+) -> Condition {
+    let status = if ok { "True" } else { "False" }.to_string();
+    let since = old
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| Time(k8s_openapi::jiff::Timestamp::now()));
+    Condition {
+        type_: type_.into(),
+        status,
+        reason: reason.into(),
+        message,
+        last_transition_time: since,
+        observed_generation: generation,
+    }
+}
+
+/// The status a pool should show.
+pub fn status_of(
+    stats: &[&PoolStats],
+    problem: Option<&str>,
+    deleting: bool,
+    old: &[Condition],
+    generation: Option<i64>,
+) -> PodCIDRPoolStatus {
+    let fam = |f: Family| {
+        stats.iter().find(|s| s.family == f).map(|s| PoolFamilyStatus::new(s.capacity, s.allocated, s.free, s.draining))
+    };
+    let (v4, v6) = (fam(Family::V4), fam(Family::V6));
+    let full: Vec<String> =
+        stats.iter().filter(|s| s.capacity > 0 && s.free == 0).map(|s| s.family.to_string()).collect();
+    let draining: u128 = stats.iter().map(|s| s.draining).sum();
+    let ready = match (problem, deleting) {
+        (Some(p), _) => condition(CONDITION_READY, false, "Invalid", p.to_string(), old, generation),
+        (None, true) => condition(
+            CONDITION_READY,
+            false,
+            "Deleting",
+            "deleted: held until no node holds a CIDR of it".into(),
+            old,
+            generation,
+        ),
+        (None, false) => condition(CONDITION_READY, true, "Accepted", "the pool serves nodes".into(), old, generation),
+    };
+    let exhausted = if full.is_empty() {
+        condition(CONDITION_EXHAUSTED, false, "Available", "every family has free node CIDRs".into(), old, generation)
+    } else {
+        condition(
+            CONDITION_EXHAUSTED,
+            true,
+            "NoFreeCIDR",
+            format!("no free node CIDR in {}: add a CIDR to the pool", full.join(", ")),
+            old,
+            generation,
+        )
+    };
+    let drain = if draining == 0 {
+        condition(CONDITION_DRAINING, false, "NotDraining", "no removed CIDR is in use".into(), old, generation)
+    } else {
+        condition(
+            CONDITION_DRAINING,
+            true,
+            "InUse",
+            format!(
+                "{draining} node CIDRs in removed CIDRs are still held; they are forgotten when their nodes are gone"
+            ),
+            old,
+            generation,
+        )
+    };
+    PodCIDRPoolStatus::new(v4, v6, vec![ready, exhausted, drain])
+}
+
+fn same_status(a: &PodCIDRPoolStatus, b: &PodCIDRPoolStatus) -> bool {
+    let key = |s: &PodCIDRPoolStatus| {
+        let conds: Vec<(String, String, String, String)> = s
+            .conditions
+            .iter()
+            .map(|c| (c.type_.clone(), c.status.clone(), c.reason.clone(), c.message.clone()))
+            .collect();
+        (s.ipv4, s.ipv6, s.allocated, s.free, conds)
+    };
+    key(a) == key(b)
+}
+
+async fn ask<T>(tx: &mpsc::UnboundedSender<Input>, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Option<T> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(make(rtx)).ok()?;
+    rrx.await.ok()
+}
+
+/// Start the pool task (the controller's `extra` hook).
+pub fn start(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
+    tokio::spawn(run(sh, tx));
+}
+
+async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
+    let api: Api<PodCIDRPool> = Api::all(sh.client.clone());
+    let flag_pool = sh.settings.default_pool.clone();
+    // Is the CRD there?
+    loop {
+        match api.list(&ListParams::default().limit(1)).await {
+            Ok(_) => break,
+            Err(kube::Error::Api(s)) if s.code == 404 => {
+                tracing::warn!("the PodCIDRPool CRD is not installed: running with the flag pool alone");
+                let _ = tx.send(Input::PoolsListed);
+                return;
+            }
+            Err(e) => {
+                sh.metrics.api_error(&super::targets::error_code(&e));
+                tracing::warn!("cannot list podcidrpools: {e} (retrying)");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+    let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    if let Some(fp) = &flag_pool {
+        let want = from_pool_spec(fp);
+        match api.get_opt(DEFAULT_POOL).await {
+            Ok(None) => {
+                let obj = PodCIDRPool::new(DEFAULT_POOL, want);
+                if let Err(e) = api.create(&PostParams::default(), &obj).await {
+                    tracing::warn!("cannot create the PodCIDRPool {DEFAULT_POOL}: {e}");
+                }
+            }
+            Ok(Some(p)) if p.spec != want => {
+                let patch = json!({"spec": serde_json::to_value(&want).unwrap_or_default()});
+                if let Err(e) = api.patch(DEFAULT_POOL, &pp, &Patch::Merge(patch)).await {
+                    tracing::warn!("cannot bring the PodCIDRPool {DEFAULT_POOL} in step with the flags: {e}");
+                }
+            }
+            Ok(Some(_)) => {}
+            Err(e) => tracing::warn!("cannot read the PodCIDRPool {DEFAULT_POOL}: {e}"),
+        }
+    }
+
+    let mut stream = std::pin::pin!(watcher::watcher(api.clone(), watcher::Config::default()).default_backoff());
+    let mut pools: BTreeMap<String, PodCIDRPool> = BTreeMap::new();
+    let mut init: Option<BTreeMap<String, PodCIDRPool>> = None;
+    let mut listed = false;
+    let mut problems: BTreeMap<String, String> = BTreeMap::new();
+    let mut accepted: BTreeMap<String, PoolSpec> = BTreeMap::new();
+    let mut exhausted: BTreeMap<String, bool> = BTreeMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        let mut changed = false;
+        tokio::select! {
+            ev = stream.next() => match ev {
+                None => return,
+                Some(Err(e)) => tracing::warn!("watching podcidrpools: {e}"),
+                Some(Ok(Event::Init)) => init = Some(BTreeMap::new()),
+                Some(Ok(Event::InitApply(p))) => {
+                    if let Some(m) = init.as_mut() { m.insert(p.name_any(), p); }
+                }
+                Some(Ok(Event::InitDone)) => {
+                    pools = init.take().unwrap_or_default();
+                    changed = true;
+                }
+                Some(Ok(Event::Apply(p))) => { pools.insert(p.name_any(), p); changed = true; }
+                Some(Ok(Event::Delete(p))) => { pools.remove(&p.name_any()); changed = true; }
+            },
+            _ = tick.tick() => {}
+        }
+        if changed {
+            // The pool set: the flag pool wins for `default`; a spec refused keeps its last
+            // accepted form; deleted pools are left out (they drain).
+            let mut specs = Vec::new();
+            problems.clear();
+            if let Some(fp) = &flag_pool {
+                specs.push(fp.clone());
+            }
+            for (name, p) in &pools {
+                if (flag_pool.is_some() && name == DEFAULT_POOL) || p.meta().deletion_timestamp.is_some() {
+                    continue;
+                }
+                match to_pool_spec(name, &p.spec) {
+                    Ok(s) => specs.push(s),
+                    Err(e) => {
+                        problems.insert(name.clone(), e);
+                        if let Some(old) = accepted.get(name) {
+                            specs.push(old.clone());
+                        }
+                    }
+                }
+            }
+            let Some(refused) = ask(&tx, |r| Input::Pools(specs.clone(), r)).await else { return };
+            for pr in refused {
+                tracing::warn!("{pr}");
+                problems.entry(pr.pool.clone()).or_insert(pr.message);
+            }
+            accepted =
+                specs.into_iter().filter(|s| !problems.contains_key(&s.name)).map(|s| (s.name.clone(), s)).collect();
+            if !listed {
+                listed = true;
+                let _ = tx.send(Input::PoolsListed);
+            }
+        }
+        if !listed {
+            continue;
+        }
+        let Some(snap) = ask(&tx, Input::Stats).await else { return };
+        let mut written = Vec::new();
+        for (name, p) in &pools {
+            let stats: Vec<&PoolStats> = snap.stats.iter().filter(|s| &s.pool == name).collect();
+            let deleting = p.meta().deletion_timestamp.is_some();
+            let fins = p.finalizers().to_vec();
+            let has_fin = fins.iter().any(|f| f == DRAIN_FINALIZER);
+            if deleting {
+                let held = stats.iter().any(|s| s.allocated > 0 || s.draining > 0);
+                if has_fin && !held {
+                    let rest: Vec<String> = fins.iter().filter(|f| *f != DRAIN_FINALIZER).cloned().collect();
+                    let patch = json!({"metadata": {"finalizers": rest, "resourceVersion": p.resource_version()}});
+                    match api.patch(name, &pp, &Patch::Merge(patch)).await {
+                        Ok(_) => tracing::info!(pool = %name, "deleted pool drained: finalizer removed"),
+                        Err(e) => tracing::warn!(pool = %name, "cannot remove the finalizer: {e}"),
+                    }
+                }
+            } else if !has_fin {
+                let mut all = fins.clone();
+                all.push(DRAIN_FINALIZER.into());
+                let patch = json!({"metadata": {"finalizers": all, "resourceVersion": p.resource_version()}});
+                if let Err(e) = api.patch(name, &pp, &Patch::Merge(patch)).await {
+                    tracing::debug!(pool = %name, "cannot add the finalizer: {e}");
+                }
+            }
+            let old = p.status.clone().unwrap_or_default();
+            let status = status_of(
+                &stats,
+                problems.get(name).map(String::as_str),
+                deleting,
+                &old.conditions,
+                p.meta().generation,
+            );
+            let full = status.conditions.iter().any(|c| c.type_ == CONDITION_EXHAUSTED && c.status == "True");
+            if full && !exhausted.get(name).copied().unwrap_or(false) {
+                let msg = status
+                    .conditions
+                    .iter()
+                    .find(|c| c.type_ == CONDITION_EXHAUSTED)
+                    .map(|c| c.message.clone())
+                    .unwrap_or_default();
+                tracing::warn!(pool = %name, "pool exhausted: {msg}");
+                sh.events.warn(
+                    events::pool_ref(name, p.meta().uid.as_deref()),
+                    events::POOL_EXHAUSTED,
+                    "Allocate",
+                    format!("pool {name}: {msg}"),
+                );
+            }
+            exhausted.insert(name.clone(), full);
+            if !same_status(&old, &status) {
+                let patch = json!({"status": serde_json::to_value(&status).unwrap_or_default()});
+                match api.patch_status(name, &pp, &Patch::Merge(patch)).await {
+                    // Keep our copy current so the same status is not written again.
+                    Ok(np) => written.push((name.clone(), np.status)),
+                    Err(e) => tracing::debug!(pool = %name, "cannot write the status: {e}"),
+                }
+            }
+        }
+        for (name, status) in written {
+            if let Some(p) = pools.get_mut(&name) {
+                p.status = status;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_pool_round_trips_and_bad_specs_are_refused() {
+        let p = PoolSpec {
+            name: "default".into(),
+            selector: None,
+            ipv4: Some(FamilySpec { cidrs: vec!["10.244.0.0/16".parse().unwrap()], mask: 24 }),
+            ipv6: None,
+        };
+        assert_eq!(to_pool_spec("default", &from_pool_spec(&p)).unwrap(), p);
+        let mut bad = from_pool_spec(&p);
+        bad.ipv4.as_mut().unwrap().mask_size = 8;
+        assert!(to_pool_spec("x", &bad).unwrap_err().contains("maskSize"));
+    }
+
+    #[test]
+    fn status_counts_and_conditions() {
+        let st = PoolStats {
+            pool: "p".into(),
+            family: Family::V4,
+            cidrs: vec![],
+            mask: 24,
+            capacity: 2,
+            allocated: 2,
+            free: 0,
+            draining: 1,
+        };
+        let s = status_of(&[&st], None, false, &[], Some(1));
+        assert_eq!(s.ipv4.unwrap().allocated, 2);
+        let get = |t: &str| s.conditions.iter().find(|c| c.type_ == t).unwrap().status.clone();
+        assert_eq!((get("Ready"), get("Exhausted"), get("Draining")), ("True".into(), "True".into(), "True".into()));
+        let s2 = status_of(&[&st], Some("maskSize is immutable"), false, &s.conditions, Some(2));
+        assert_eq!(s2.conditions[0].status, "False");
+        assert!(same_status(&s, &status_of(&[&st], None, false, &s.conditions, Some(1))));
+    }
+}
