@@ -35,6 +35,9 @@ use super::targets::{self, CiliumWrite, Failure, Outcome, Plan};
 
 /// First retry delay; doubled per attempt up to `--max-retry-backoff`.
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// A new node is judged this long after it is first seen: pool edits come on another watch,
+/// and a pool deleted (or added) just before a node joins should count for it.
+const SETTLE: Duration = Duration::from_millis(200);
 /// Writes in flight at once (the rate limit paces them anyway).
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -83,6 +86,8 @@ struct NodeObs {
     labels: BTreeMap<String, String>,
     cidrs: Vec<IpNet>,
     deleting: bool,
+    /// The annotation `podcidr.io/pool` (the pool a previous run served it from).
+    pool: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -205,6 +210,7 @@ impl Controller {
             labels: node.metadata.labels.clone().unwrap_or_default(),
             cidrs,
             deleting: node.metadata.deletion_timestamp.is_some(),
+            pool: node.annotations().get(super::crd::POOL_ANNOTATION).cloned(),
         };
         self.occupy(&name, &obs.cidrs.clone(), obs.uid.as_deref());
         self.nodes.insert(name.clone(), obs);
@@ -241,7 +247,7 @@ impl Controller {
             self.track.entry(name.to_string()).or_insert(Track {
                 first_seen: now,
                 attempts: 0,
-                next: now,
+                next: now + SETTLE,
                 in_flight: false,
                 waiting: None,
                 unwritten: false,
@@ -295,6 +301,7 @@ impl Controller {
             return;
         }
         self.restored = true;
+        self.restore_draining();
         let held: usize = self.alloc.nodes().map(|(_, _, c)| c.len()).sum();
         tracing::info!(
             nodes = self.nodes.len(),
@@ -304,6 +311,37 @@ impl Controller {
             "restore done: every existing CIDR is occupied; assigning"
         );
         self.sh.ready.set(true);
+    }
+
+    /// After a restart, a CIDR removed from a pool while nodes held slices of it is outside
+    /// every pool: the nodes' `podcidr.io/pool` annotation says whose it was. Handing the pool
+    /// those slices for a moment and taking them away again makes them draining in that pool
+    /// (counted, never handed out, forgotten with their last node), as before the restart.
+    fn restore_draining(&mut self) {
+        let current: Vec<PoolSpec> = self.alloc.pools().into_iter().cloned().collect();
+        let mut grown = current.clone();
+        let mut any = false;
+        for (node, cidr) in self.alloc.foreign() {
+            let Some(pool) = self.nodes.get(&node).and_then(|n| n.pool.clone()) else { continue };
+            let Some(spec) = grown.iter_mut().find(|p| p.name == pool) else { continue };
+            let fam = match cidr {
+                IpNet::V4(_) => spec.ipv4.as_mut(),
+                IpNet::V6(_) => spec.ipv6.as_mut(),
+            };
+            if let Some(f) = fam.filter(|f| f.mask == cidr.prefix_len()) {
+                f.cidrs.push(cidr);
+                any = true;
+            }
+        }
+        if !any {
+            return;
+        }
+        let problems = self.alloc.set_pools(grown);
+        if !problems.is_empty() {
+            tracing::debug!("draining CIDRs not restored: {problems:?}");
+        }
+        self.alloc.set_pools(current);
+        self.dirty = true;
     }
 
     pub fn handle(&mut self, input: Input) {
@@ -655,7 +693,9 @@ pub async fn run(sh: Shared, extra: impl FnOnce(mpsc::UnboundedSender<Input>)) {
                 // Only metadata and spec are read: drop the bulk early.
                 n.status = None;
                 n.metadata.managed_fields = None;
-                n.metadata.annotations = None;
+                if let Some(a) = n.metadata.annotations.as_mut() {
+                    a.retain(|k, _| k == super::crd::POOL_ANNOTATION);
+                }
             })
         })
     });
