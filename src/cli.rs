@@ -247,7 +247,11 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
                     from.push_str(&format!(", {key} {v}"));
                 }
             }
-            writeln!(out, "Source: {from} (node {})", src.read.node)?;
+            match &o.pool {
+                // The annotation is anyone's text: no control characters reach the terminal.
+                Some(pool) => writeln!(out, "Source: {from} (node {}, pool {})", src.read.node, pool.escape_debug())?,
+                None => writeln!(out, "Source: {from} (node {})", src.read.node)?,
+            }
             writeln!(out, "Pod CIDRs: {}, read {}", o.cidrs.join(", "), src.read.age_text(now_ms()))?;
         }
         for rs in &n.range_sets {

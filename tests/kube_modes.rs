@@ -351,6 +351,31 @@ fn status_shows_where_the_cidrs_came_from() {
 }
 
 #[test]
+fn status_shows_the_pool_podcidr_operator_recorded_on_the_node() {
+    let server = ApiServer::start(API_VERSIONS[0]);
+    let mut node = fixture_json(API_VERSIONS[0], "node-dualstack-manual.json");
+    node["metadata"]["annotations"] = json!({ "podcidr.io/pool": "zone-a" });
+    server.route(NODE_MANUAL, Reply::json(200, &node));
+    let sb = Sandbox::new();
+    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    Call::add("c1", &c).run().ok_json();
+    let data = sb.data_dir();
+    let text = cli(&["status", "--data-dir", data.to_str().unwrap()]).text().to_owned();
+    assert!(text.contains("resourceVersion 285 (node node-manual, pool zone-a)"), "{text}");
+    let doc: Value =
+        serde_json::from_str(cli(&["status", "--data-dir", data.to_str().unwrap(), "--json"]).text()).unwrap();
+    assert_eq!(doc["networks"][0]["source"]["pool"], "zone-a");
+
+    // The annotation is free text: a terminal escape in it is printed escaped.
+    node["metadata"]["annotations"] = json!({ "podcidr.io/pool": "evil\u{1b}[2J" });
+    server.route(NODE_MANUAL, Reply::json(200, &node));
+    Call::add("c2", &c).run().ok_json();
+    let text = cli(&["status", "--data-dir", data.to_str().unwrap()]).text().to_owned();
+    assert!(text.contains("pool evil\\u{1b}[2J)"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+}
+
+#[test]
 fn required_families() {
     let server = ApiServer::start(API_VERSIONS[0]);
     server.route_fixture("/api/v1/nodes/node-b", "node-kcm-singlestack.json");

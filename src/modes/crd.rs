@@ -132,7 +132,13 @@ impl Source for CrdSource {
             }
             Some(Ok(c)) => c,
         };
-        Ok(Observed { object: what, uid: obj.metadata.uid, resource_version: obj.metadata.resource_version, cidrs })
+        Ok(Observed {
+            object: what,
+            uid: obj.metadata.uid,
+            resource_version: obj.metadata.resource_version,
+            cidrs,
+            pool: None,
+        })
     }
 }
 

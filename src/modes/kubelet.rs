@@ -88,7 +88,7 @@ impl Source for KubeletSource {
 
     fn fetch(&self) -> Result<Observed, Failure> {
         let kubelet = Kubelet::find(&self.proc_root);
-        let obs = |object: String, cidrs| Observed { object, uid: None, resource_version: None, cidrs };
+        let obs = |object: String, cidrs| Observed { object, uid: None, resource_version: None, cidrs, pool: None };
         if let Some(k) = &kubelet
             && let Some(v) = k.flag("pod-cidr").filter(|v| !v.trim().is_empty())
         {

@@ -6,6 +6,9 @@ use super::source::{Failure, Observed, Source};
 use crate::cni::config::Request;
 use crate::cni::error::CniResult;
 
+/// Where podcidr-operator records the PodCIDRPool a Node's CIDRs came from.
+const POOL_ANNOTATION: &str = "podcidr.io/pool";
+
 pub struct NodeSource {
     api: ApiConf,
     node: String,
@@ -35,10 +38,17 @@ impl Source for NodeSource {
         };
         if cidrs.is_empty() {
             return Err(Failure::Missing(format!(
-                "{what} has no pod CIDR yet (spec.podCIDRs is empty); kube-controller-manager assigns one when \
-                 it runs with --allocate-node-cidrs=true and --cluster-cidr"
+                "{what} has no pod CIDR yet (spec.podCIDRs is empty); podcidr-operator assigns one, or \
+                 kube-controller-manager when it runs with --allocate-node-cidrs=true and --cluster-cidr"
             )));
         }
-        Ok(Observed { object: what, uid: node.metadata.uid, resource_version: node.metadata.resource_version, cidrs })
+        let pool = node.metadata.annotations.and_then(|mut a| a.remove(POOL_ANNOTATION));
+        Ok(Observed {
+            object: what,
+            uid: node.metadata.uid,
+            resource_version: node.metadata.resource_version,
+            cidrs,
+            pool,
+        })
     }
 }

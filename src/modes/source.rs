@@ -32,6 +32,10 @@ pub struct Observed {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resource_version: Option<String>,
     pub cidrs: Vec<String>,
+    /// The PodCIDRPool the CIDRs came from: the Node's `podcidr.io/pool` annotation, written by
+    /// podcidr-operator (kubernetes mode only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool: Option<String>,
 }
 
 /// Why a source gave no CIDRs.
@@ -274,6 +278,7 @@ mod tests {
             uid: None,
             resource_version: None,
             cidrs: cidrs.iter().map(|s| s.to_string()).collect(),
+            pool: None,
         }
     }
 

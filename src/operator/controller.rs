@@ -1,0 +1,694 @@
+//! The controller: one task owns the allocator and decides; writes run in tasks of their own
+//! and report back.
+//!
+//! 1. **Restore first.** Nodes (and, with the `ciliumnode` target, CiliumNodes) are watched;
+//!    the watcher's initial list occupies every CIDR they hold. Nothing is handed out before
+//!    every initial list is complete.
+//! 2. After a relist (410 Gone, a broken watch), the full set is reconciled: what vanished is
+//!    released, what is new is occupied.
+//! 3. A Node without CIDRs gets one per family of the best pool; CIDRs that one target already
+//!    holds are adopted and written to the other.
+//! 4. A node's CIDRs are released only when its Node is gone (and its CiliumNode, with that
+//!    target); a deletion timestamp is not enough.
+//!
+//! This runs only in the process that holds the lease (or the sole writer).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use ipnet::IpNet;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Client, ResourceExt};
+use tokio::sync::{Semaphore, mpsc};
+
+use super::allocator::{Allocator, Occupancy, PoolProblem, PoolSpec};
+use super::events::{self, Events};
+use super::flags::Settings;
+use super::http::Readiness;
+use super::metrics::Metrics;
+use super::targets::{self, CiliumWrite, Failure, Outcome, Plan};
+
+/// First retry delay; doubled per attempt up to `--max-retry-backoff`.
+const BASE_BACKOFF: Duration = Duration::from_millis(250);
+/// Writes in flight at once (the rate limit paces them anyway).
+const MAX_IN_FLIGHT: usize = 64;
+
+/// The delay before attempt `attempts + 1`: 250 ms, 500 ms, 1 s, ... capped.
+pub fn backoff(attempts: u32, cap: Duration) -> Duration {
+    let exp = attempts.saturating_sub(1).min(20);
+    BASE_BACKOFF.saturating_mul(1 << exp).min(cap)
+}
+
+/// What the controller needs from the rest of the process.
+#[derive(Clone)]
+pub struct Shared {
+    pub client: Client,
+    pub settings: Arc<Settings>,
+    pub metrics: Metrics,
+    pub ready: Readiness,
+    pub events: Events,
+}
+
+/// Inputs of the controller task. (The watch events are moved through once each; boxing them
+/// would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
+pub enum Input {
+    Node(Result<Event<Node>, watcher::Error>),
+    Cilium(Result<Event<DynamicObject>, watcher::Error>),
+    Written(Box<Plan>, Outcome),
+    /// The pool set changed (flags and PodCIDRPools); the answer carries the problems.
+    Pools(Vec<PoolSpec>, tokio::sync::oneshot::Sender<Vec<PoolProblem>>),
+    /// The pool reconciler wants the current counts.
+    Stats(tokio::sync::oneshot::Sender<Snapshot>),
+}
+
+/// Counts for the pool statuses.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    pub stats: Vec<super::allocator::PoolStats>,
+    /// Nodes waiting for room, with the pools that matched them.
+    pub waiting: Vec<(String, Vec<String>)>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct NodeObs {
+    uid: Option<String>,
+    labels: BTreeMap<String, String>,
+    cidrs: Vec<IpNet>,
+    deleting: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct CiliumObs {
+    cidrs: Vec<IpNet>,
+    resource_version: String,
+}
+
+/// A node that needs a write.
+#[derive(Debug, Clone)]
+struct Track {
+    first_seen: Instant,
+    attempts: u32,
+    next: Instant,
+    in_flight: bool,
+    /// No pool could serve it: woken at once when room appears.
+    waiting: Option<Vec<String>>,
+    /// CIDRs handed out here and not yet written anywhere.
+    unwritten: bool,
+}
+
+/// Progress of a watcher's (re)list.
+#[derive(Debug, Default)]
+struct Listing {
+    /// Names seen since the last `Init`, while a list runs.
+    seen: Option<BTreeSet<String>>,
+    done: bool,
+}
+
+pub struct Controller {
+    sh: Shared,
+    alloc: Allocator,
+    nodes: BTreeMap<String, NodeObs>,
+    cilium: BTreeMap<String, CiliumObs>,
+    track: BTreeMap<String, Track>,
+    node_list: Listing,
+    cilium_list: Listing,
+    restored: bool,
+    /// (node, CIDR) already reported as foreign or conflicting.
+    reported: BTreeSet<(String, IpNet)>,
+    published: BTreeSet<(String, String)>,
+    dirty: bool,
+    tx: mpsc::UnboundedSender<Input>,
+    writes: Arc<Semaphore>,
+}
+
+impl Controller {
+    pub fn new(sh: Shared, tx: mpsc::UnboundedSender<Input>) -> Self {
+        let mut alloc = Allocator::new();
+        if let Some(p) = sh.settings.default_pool.clone() {
+            for pr in alloc.set_pools(vec![p]) {
+                tracing::error!("{pr}");
+            }
+        }
+        let cilium_list = Listing { seen: None, done: !sh.settings.ciliumnode_target };
+        Self {
+            sh,
+            alloc,
+            nodes: BTreeMap::new(),
+            cilium: BTreeMap::new(),
+            track: BTreeMap::new(),
+            node_list: Listing::default(),
+            cilium_list,
+            restored: false,
+            reported: BTreeSet::new(),
+            published: BTreeSet::new(),
+            dirty: true,
+            tx,
+            writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
+    }
+
+    fn now() -> Instant {
+        Instant::now()
+    }
+
+    fn cap(&self) -> Duration {
+        self.sh.settings.max_backoff
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Observations
+
+    fn occupy(&mut self, name: &str, cidrs: &[IpNet], uid: Option<&str>) {
+        if cidrs.is_empty() {
+            return;
+        }
+        for (cidr, occ) in self.alloc.occupy(name, cidrs) {
+            match occ {
+                Occupancy::Adopted { .. } => {}
+                Occupancy::Foreign => {
+                    if self.reported.insert((name.to_string(), cidr)) {
+                        tracing::warn!(node = name, %cidr, "node holds a CIDR outside every pool: kept as foreign (occupied, never handed out)");
+                    }
+                }
+                Occupancy::Conflict { holder } => {
+                    if self.reported.insert((name.to_string(), cidr)) {
+                        let note = format!(
+                            "node {name} holds {cidr}, which overlaps a CIDR of node {holder}: both are kept; fix one of them by hand"
+                        );
+                        tracing::error!(node = name, %cidr, other = %holder, "{note}");
+                        self.sh.events.warn(events::node_ref(name, uid), events::CIDR_CONFLICT, "Restore", note);
+                    }
+                }
+            }
+        }
+        self.dirty = true;
+    }
+
+    fn observe_node(&mut self, node: Node) {
+        let name = node.name_any();
+        let (cidrs, bad) = targets::node_cidrs(&node);
+        if !bad.is_empty() && !self.nodes.contains_key(&name) {
+            tracing::warn!(node = %name, "ignoring unparsable podCIDRs {bad:?}");
+        }
+        let obs = NodeObs {
+            uid: node.metadata.uid.clone(),
+            labels: node.metadata.labels.clone().unwrap_or_default(),
+            cidrs,
+            deleting: node.metadata.deletion_timestamp.is_some(),
+        };
+        self.occupy(&name, &obs.cidrs.clone(), obs.uid.as_deref());
+        self.nodes.insert(name.clone(), obs);
+        self.touch(&name);
+    }
+
+    fn observe_cilium(&mut self, cn: DynamicObject) {
+        let name = cn.name_any();
+        let (cidrs, bad) = targets::ciliumnode_cidrs(&cn);
+        if !bad.is_empty() && !self.cilium.contains_key(&name) {
+            tracing::warn!(ciliumnode = %name, "ignoring unparsable spec.ipam.podCIDRs {bad:?}");
+        }
+        let uid = self.nodes.get(&name).and_then(|n| n.uid.clone());
+        self.occupy(&name, &cidrs, uid.as_deref());
+        self.cilium
+            .insert(name.clone(), CiliumObs { cidrs, resource_version: cn.resource_version().unwrap_or_default() });
+        self.touch(&name);
+    }
+
+    fn needs_write(&self, name: &str) -> bool {
+        let Some(node) = self.nodes.get(name) else { return false };
+        if node.deleting {
+            return false;
+        }
+        let s = &self.sh.settings;
+        (s.node_target && node.cidrs.is_empty())
+            || (s.ciliumnode_target && self.cilium.get(name).is_none_or(|c| c.cidrs.is_empty()))
+    }
+
+    /// Something about `name` changed: track it if it needs a write, else stop tracking.
+    fn touch(&mut self, name: &str) {
+        if self.needs_write(name) {
+            let now = Self::now();
+            self.track.entry(name.to_string()).or_insert(Track {
+                first_seen: now,
+                attempts: 0,
+                next: now,
+                in_flight: false,
+                waiting: None,
+                unwritten: false,
+            });
+        } else if self.track.get(name).is_some_and(|t| !t.in_flight) {
+            self.track.remove(name);
+        }
+    }
+
+    /// Release `name` if neither of its objects exists (and no write for it is in flight).
+    fn maybe_release(&mut self, name: &str) {
+        if self.nodes.contains_key(name) || (self.sh.settings.ciliumnode_target && self.cilium.contains_key(name)) {
+            return;
+        }
+        if self.track.get(name).is_some_and(|t| t.in_flight) {
+            return; // judged again when the write reports
+        }
+        self.track.remove(name);
+        let freed = self.alloc.release(name);
+        self.reported.retain(|(n, _)| n != name);
+        if !freed.is_empty() {
+            tracing::info!(node = name, cidrs = ?freed.iter().map(ToString::to_string).collect::<Vec<_>>(), "node gone: CIDRs released");
+            self.dirty = true;
+            self.wake_waiting();
+        }
+    }
+
+    /// Room may have appeared: try every waiting node now.
+    fn wake_waiting(&mut self) {
+        let now = Self::now();
+        for t in self.track.values_mut() {
+            if t.waiting.is_some() {
+                t.next = now;
+            }
+        }
+    }
+
+    fn node_gone(&mut self, name: &str) {
+        self.nodes.remove(name);
+        self.maybe_release(name);
+    }
+
+    fn cilium_gone(&mut self, name: &str) {
+        self.cilium.remove(name);
+        self.maybe_release(name);
+        self.touch(name);
+    }
+
+    fn listed(&mut self) {
+        if self.restored || !self.node_list.done || !self.cilium_list.done {
+            return;
+        }
+        self.restored = true;
+        let held: usize = self.alloc.nodes().map(|(_, _, c)| c.len()).sum();
+        tracing::info!(
+            nodes = self.nodes.len(),
+            ciliumnodes = self.cilium.len(),
+            occupied_cidrs = held,
+            foreign = self.alloc.foreign().len(),
+            "restore done: every existing CIDR is occupied; assigning"
+        );
+        self.sh.ready.set(true);
+    }
+
+    pub fn handle(&mut self, input: Input) {
+        match input {
+            Input::Node(Ok(ev)) => match ev {
+                Event::Init => self.node_list.seen = Some(BTreeSet::new()),
+                Event::InitApply(n) => {
+                    if let Some(s) = self.node_list.seen.as_mut() {
+                        s.insert(n.name_any());
+                    }
+                    self.observe_node(n);
+                }
+                Event::InitDone => {
+                    let seen = self.node_list.seen.take().unwrap_or_default();
+                    let gone: Vec<String> = self.nodes.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                    for n in gone {
+                        self.node_gone(&n);
+                    }
+                    self.node_list.done = true;
+                    self.listed();
+                }
+                Event::Apply(n) => self.observe_node(n),
+                Event::Delete(n) => self.node_gone(&n.name_any()),
+            },
+            Input::Cilium(Ok(ev)) => match ev {
+                Event::Init => self.cilium_list.seen = Some(BTreeSet::new()),
+                Event::InitApply(c) => {
+                    if let Some(s) = self.cilium_list.seen.as_mut() {
+                        s.insert(c.name_any());
+                    }
+                    self.observe_cilium(c);
+                }
+                Event::InitDone => {
+                    let seen = self.cilium_list.seen.take().unwrap_or_default();
+                    let gone: Vec<String> = self.cilium.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                    for n in gone {
+                        self.cilium_gone(&n);
+                    }
+                    self.cilium_list.done = true;
+                    self.listed();
+                }
+                Event::Apply(c) => self.observe_cilium(c),
+                Event::Delete(c) => self.cilium_gone(&c.name_any()),
+            },
+            Input::Node(Err(e)) => self.watch_error("nodes", &e),
+            Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
+            Input::Written(plan, outcome) => self.written(*plan, outcome),
+            Input::Pools(pools, reply) => {
+                let problems = self.alloc.set_pools(pools);
+                self.dirty = true;
+                self.wake_waiting();
+                let _ = reply.send(problems);
+            }
+            Input::Stats(reply) => {
+                let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();
+                let _ = reply.send(Snapshot { stats: self.alloc.pool_stats(), waiting });
+            }
+        }
+    }
+
+    fn watch_error(&mut self, what: &str, e: &watcher::Error) {
+        let code = match e {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => targets::error_code(e),
+            watcher::Error::WatchError(s) => s.code.to_string(),
+            watcher::Error::NoResourceVersion => "other".into(),
+        };
+        self.sh.metrics.api_error(&code);
+        if !self.restored {
+            tracing::warn!("watching {what}: {e} (nothing is assigned until every {what} is listed; retrying)");
+        } else {
+            tracing::warn!("watching {what}: {e} (retrying; a relist reconciles)");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // Decisions
+
+    /// The allocation made here was never written, but a target holds other CIDRs now: give
+    /// ours back and hold theirs.
+    fn drop_unwritten_if_superseded(&mut self, name: &str) {
+        if !self.track.get(name).is_some_and(|t| t.unwritten) {
+            return;
+        }
+        let mut observed: Vec<IpNet> = self.nodes.get(name).map(|n| n.cidrs.clone()).unwrap_or_default();
+        if let Some(c) = self.cilium.get(name) {
+            for n in &c.cidrs {
+                if !observed.contains(n) {
+                    observed.push(*n);
+                }
+            }
+        }
+        if observed.is_empty() {
+            return;
+        }
+        let held: Vec<IpNet> = self.alloc.holds(name).map(|(_, c)| c.to_vec()).unwrap_or_default();
+        if held.iter().any(|c| !observed.contains(c)) {
+            tracing::info!(node = name, "a target got other CIDRs meanwhile: adopting those, giving back ours");
+            self.alloc.release(name);
+            let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
+            self.occupy(name, &observed, uid.as_deref());
+            self.wake_waiting();
+        }
+        if let Some(t) = self.track.get_mut(name) {
+            t.unwritten = false;
+        }
+    }
+
+    /// Decide and start the write for one tracked node.
+    fn plan(&mut self, name: &str) {
+        self.drop_unwritten_if_superseded(name);
+        if !self.needs_write(name) {
+            self.track.remove(name);
+            return;
+        }
+        let Some(node) = self.nodes.get(name).cloned() else { return };
+        let s = self.sh.settings.clone();
+        let cilium = self.cilium.get(name).cloned();
+        let node_needs = s.node_target && node.cidrs.is_empty();
+        let cilium_write = if !s.ciliumnode_target {
+            None
+        } else {
+            match &cilium {
+                None => Some(CiliumWrite::Create),
+                Some(c) if c.cidrs.is_empty() => {
+                    Some(CiliumWrite::Patch { resource_version: c.resource_version.clone() })
+                }
+                Some(_) => None,
+            }
+        };
+        let pool_of = |alloc: &Allocator| alloc.holds(name).map(|(p, _)| p.to_string()).unwrap_or_default();
+        let (pool, cidrs, fresh) = if !node.cidrs.is_empty() {
+            (pool_of(&self.alloc), node.cidrs.clone(), false)
+        } else if let Some(c) = cilium.as_ref().filter(|c| !c.cidrs.is_empty()) {
+            (pool_of(&self.alloc), c.cidrs.clone(), false)
+        } else {
+            let had = self.alloc.holds(name).is_some();
+            match self.alloc.allocate(name, &node.labels) {
+                Ok(a) => {
+                    self.dirty = true;
+                    (a.pool, a.cidrs, !had)
+                }
+                Err(na) => {
+                    let cap = self.cap();
+                    let Some(t) = self.track.get_mut(name) else { return };
+                    t.attempts += 1;
+                    let first = t.waiting.is_none();
+                    t.waiting = Some(na.candidates.clone());
+                    t.next = Self::now() + backoff(t.attempts, cap);
+                    if first {
+                        tracing::warn!(node = name, "{na}");
+                    } else {
+                        tracing::debug!(node = name, "{na}");
+                    }
+                    self.sh.events.warn(
+                        events::node_ref(name, node.uid.as_deref()),
+                        events::CIDR_NOT_AVAILABLE,
+                        "Allocate",
+                        format!("Node {name} status is now: CIDRNotAvailable: {na}"),
+                    );
+                    return;
+                }
+            }
+        };
+        let plan = Plan {
+            node: name.to_string(),
+            node_uid: node.uid.clone(),
+            pool,
+            cidrs,
+            patch_node: node_needs,
+            ciliumnode: cilium_write,
+        };
+        let Some(t) = self.track.get_mut(name) else { return };
+        t.in_flight = true;
+        t.waiting = None;
+        if fresh {
+            t.unwritten = true;
+        }
+        let client = self.sh.client.clone();
+        let tx = self.tx.clone();
+        let sem = self.writes.clone();
+        tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await;
+            let outcome = targets::execute(&client, &plan).await;
+            let _ = tx.send(Input::Written(Box::new(plan), outcome));
+        });
+    }
+
+    fn written(&mut self, plan: Plan, outcome: Outcome) {
+        let name = plan.node.clone();
+        for code in &outcome.errors {
+            self.sh.metrics.api_error(code);
+        }
+        if outcome.node_written
+            && let Some(n) = self.nodes.get_mut(&name)
+            && n.cidrs.is_empty()
+        {
+            n.cidrs = plan.cidrs.clone();
+        }
+        if outcome.ciliumnode_written {
+            let rv = self.cilium.get(&name).map(|c| c.resource_version.clone()).unwrap_or_default();
+            self.cilium.insert(name.clone(), CiliumObs { cidrs: plan.cidrs.clone(), resource_version: rv });
+        }
+        let cap = self.cap();
+        let Some(t) = self.track.get_mut(&name) else {
+            self.maybe_release(&name);
+            return;
+        };
+        t.in_flight = false;
+        if outcome.node_written || outcome.ciliumnode_written {
+            t.unwritten = false;
+        }
+        let cidrs: Vec<String> = plan.cidrs.iter().map(ToString::to_string).collect();
+        match outcome.result {
+            Ok(()) => {
+                let secs = t.first_seen.elapsed().as_secs_f64();
+                self.sh.metrics.observe_assign(secs);
+                tracing::info!(node = %name, pool = %plan.pool, cidrs = ?cidrs, node_target = plan.patch_node, ciliumnode = ?plan.ciliumnode, "CIDRs written");
+                self.track.remove(&name);
+                self.touch(&name);
+            }
+            Err(Failure::Retry { code, message }) => {
+                t.attempts += 1;
+                let wait = backoff(t.attempts, cap);
+                t.next = Self::now() + wait;
+                tracing::warn!(node = %name, code = %code, "writing CIDRs failed, retrying in {wait:?}: {message}");
+            }
+            Err(Failure::Gone) => {
+                t.attempts += 1;
+                t.next = Self::now() + backoff(t.attempts, cap);
+                tracing::info!(node = %name, "the Node is gone before its CIDRs were written");
+            }
+            Err(Failure::Invalid { message, node }) => {
+                t.attempts += 1;
+                t.next = Self::now() + backoff(t.attempts, cap);
+                let note = format!("writing {} to node {name} was refused: {message}; left as it is", cidrs.join(","));
+                tracing::warn!(node = %name, "{note}");
+                let uid = plan.node_uid.clone();
+                self.sh.events.warn(
+                    events::node_ref(&name, uid.as_deref()),
+                    events::CIDR_ASSIGNMENT_FAILED,
+                    "Assign",
+                    note,
+                );
+                if let Some(n) = node {
+                    // Someone else set the Node's CIDRs: hold what it holds.
+                    self.observe_node(*n);
+                }
+            }
+            Err(Failure::Reread { ciliumnode }) => {
+                t.attempts += 1;
+                t.next = Self::now() + backoff(t.attempts, cap);
+                tracing::info!(node = %name, "the CiliumNode changed meanwhile: judging it again");
+                match ciliumnode {
+                    Some(cn) => self.observe_cilium(*cn),
+                    None => {
+                        self.cilium.remove(&name);
+                    }
+                }
+            }
+        }
+        self.maybe_release(&name);
+    }
+
+    /// Plan every tracked node that is due; the time of the next one due.
+    fn run_due(&mut self) -> Option<Instant> {
+        if !self.restored {
+            return None;
+        }
+        let now = Self::now();
+        let due: Vec<String> =
+            self.track.iter().filter(|(_, t)| !t.in_flight && t.next <= now).map(|(n, _)| n.clone()).collect();
+        for name in due {
+            self.plan(&name);
+        }
+        self.track.values().filter(|t| !t.in_flight).map(|t| t.next).min()
+    }
+
+    fn publish(&mut self) {
+        if !self.dirty {
+            return;
+        }
+        self.dirty = false;
+        let mut now = BTreeSet::new();
+        for st in self.alloc.pool_stats() {
+            let family = st.family.to_string();
+            self.sh.metrics.set_pool(&st.pool, &family, st.capacity, st.allocated, st.draining);
+            now.insert((st.pool, family));
+        }
+        for (pool, family) in self.published.difference(&now) {
+            self.sh.metrics.remove_pool_family(pool, family);
+        }
+        self.published = now;
+        self.sh.metrics.set_foreign(self.alloc.foreign().len());
+    }
+
+    /// Drive the controller until the inputs end.
+    pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
+        loop {
+            let next = self.run_due();
+            self.publish();
+            let input = match next {
+                Some(at) => {
+                    tokio::select! {
+                        i = rx.recv() => i,
+                        _ = tokio::time::sleep_until(at.into()) => continue,
+                    }
+                }
+                None => rx.recv().await,
+            };
+            let Some(input) = input else { return };
+            self.handle(input);
+            // Take whatever else is queued before deciding: a relist is judged as a whole.
+            while let Ok(i) = rx.try_recv() {
+                self.handle(i);
+            }
+        }
+    }
+}
+
+fn forward<S, T>(stream: S, tx: mpsc::UnboundedSender<Input>, wrap: fn(T) -> Input)
+where
+    S: Stream<Item = T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        while let Some(item) = stream.next().await {
+            if tx.send(wrap(item)).is_err() {
+                return;
+            }
+        }
+    });
+}
+
+/// Start the watchers and run the controller (never returns in normal operation).
+pub async fn run(sh: Shared, extra: impl FnOnce(mpsc::UnboundedSender<Input>)) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let cfg = watcher::Config::default();
+    let nodes: Api<Node> = Api::all(sh.client.clone());
+    let node_stream = watcher::watcher(nodes, cfg.clone()).default_backoff().map(|ev| {
+        ev.map(|e| {
+            e.modify(|n| {
+                // Only metadata and spec are read: drop the bulk early.
+                n.status = None;
+                n.metadata.managed_fields = None;
+                n.metadata.annotations = None;
+            })
+        })
+    });
+    forward(node_stream, tx.clone(), Input::Node);
+    if sh.settings.ciliumnode_target {
+        let ar = targets::ciliumnode_resource();
+        let cns: Api<DynamicObject> = Api::all_with(sh.client.clone(), &ar);
+        let stream = watcher::watcher(cns, cfg).default_backoff().map(|ev| {
+            ev.map(|e| {
+                e.modify(|c| {
+                    c.metadata.managed_fields = None;
+                    if let Some(o) = c.data.as_object_mut() {
+                        o.remove("status");
+                    }
+                })
+            })
+        });
+        forward(stream, tx.clone(), Input::Cilium);
+    }
+    extra(tx.clone());
+    tracing::info!(
+        node_target = sh.settings.node_target,
+        ciliumnode_target = sh.settings.ciliumnode_target,
+        "restoring: listing every Node{} before assigning anything",
+        if sh.settings.ciliumnode_target { " and CiliumNode" } else { "" }
+    );
+    Controller::new(sh, tx).run(rx).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let cap = Duration::from_secs(5);
+        assert_eq!(backoff(1, cap), Duration::from_millis(250));
+        assert_eq!(backoff(2, cap), Duration::from_millis(500));
+        assert_eq!(backoff(4, cap), Duration::from_secs(2));
+        assert_eq!(backoff(5, cap), Duration::from_secs(4));
+        assert_eq!(backoff(6, cap), cap);
+        assert_eq!(backoff(u32::MAX, cap), cap);
+    }
+}

@@ -1,0 +1,289 @@
+//! The operator's small HTTP servers: `/metrics` on `--metrics-bind-address`, `/healthz` and
+//! `/readyz` on `--health-probe-bind-address` (issue 11 §6).
+//!
+//! Usage, from the controller:
+//! ```ignore
+//! let metrics = Metrics::new();
+//! let ready = Readiness::new();
+//! let _m = http::serve(metrics_addr, Routes::metrics(metrics.clone())).await?; // bind error: exit
+//! let _h = http::serve(health_addr, Routes::health(ready.clone())).await?;
+//! // ... restore done, or became a follower:
+//! ready.set(true);
+//! ```
+//! [`serve`] binds before it returns, so a bind error (address in use, bad address) is a
+//! start-up error for the caller to report. It then logs, at info level,
+//! `metrics listening on ADDR`, `health probes listening on ADDR`, or
+//! `metrics and health probes listening on ADDR` (when one [`Routes`] carries both), with ADDR
+//! the bound address: tests pass port 0 and read the port from that line (or use
+//! [`Server::local_addr`]).
+//!
+//! - `/metrics`: the OpenMetrics text of [`Metrics::encode`], content type [`CONTENT_TYPE`].
+//! - `/healthz`: 200 `ok` while the process runs.
+//! - `/readyz`: 200 `ok` once [`Readiness::set`] got `true`, 503 before (and after `false`).
+//!
+//! Only GET and HEAD; anything else is 405, an unknown path 404.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CONTENT_TYPE as CONTENT_TYPE_HEADER};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use super::metrics::{CONTENT_TYPE, Metrics};
+
+/// A slow or idle client must not hold a connection (and a file descriptor) for ever.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The readiness flag behind `/readyz`; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    /// Not ready.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Ready (`/readyz` answers 200) or not (503).
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Release);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// What one listener serves.
+#[derive(Clone, Debug, Default)]
+pub struct Routes {
+    metrics: Option<Metrics>,
+    health: Option<Readiness>,
+}
+
+impl Routes {
+    /// `/metrics` only.
+    pub fn metrics(metrics: Metrics) -> Self {
+        Self { metrics: Some(metrics), health: None }
+    }
+
+    /// `/healthz` and `/readyz` only.
+    pub fn health(ready: Readiness) -> Self {
+        Self { metrics: None, health: Some(ready) }
+    }
+
+    /// Add `/healthz` and `/readyz` (both flags name the same address).
+    pub fn with_health(mut self, ready: Readiness) -> Self {
+        self.health = Some(ready);
+        self
+    }
+
+    /// Add `/metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
+    fn name(&self) -> &'static str {
+        match (self.metrics.is_some(), self.health.is_some()) {
+            (true, true) => "metrics and health probes",
+            (true, false) => "metrics",
+            (false, true) => "health probes",
+            (false, false) => "nothing",
+        }
+    }
+}
+
+/// A running server; it runs until [`Server::abort`] or the end of the runtime (dropping the
+/// handle does not stop it).
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Server {
+    /// The bound address (the real port when the flag said port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Stop accepting connections.
+    pub fn abort(&self) {
+        self.task.abort();
+    }
+}
+
+/// Bind `addr` and serve `routes` on it from a spawned task (call inside a tokio runtime).
+/// The error names the address, for the start-up error message.
+pub async fn serve(addr: SocketAddr, routes: Routes) -> io::Result<Server> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} for {}: {e}", routes.name())))?;
+    let local_addr = listener.local_addr()?;
+    tracing::info!("{} listening on {local_addr}", routes.name());
+    let routes = Arc::new(routes);
+    let task = tokio::spawn(accept_loop(listener, routes));
+    Ok(Server { local_addr, task })
+}
+
+async fn accept_loop(listener: TcpListener, routes: Arc<Routes>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // EMFILE and the like: keep serving once descriptors come back, without spinning.
+                tracing::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let routes = Arc::clone(&routes);
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let routes = Arc::clone(&routes);
+                async move { Ok::<_, Infallible>(respond(&routes, &req)) }
+            });
+            let conn = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), service);
+            if let Err(e) = conn.await {
+                tracing::debug!("HTTP connection: {e}");
+            }
+        });
+    }
+}
+
+fn respond(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    let path = req.uri().path();
+    let known = match path {
+        "/metrics" => routes.metrics.is_some(),
+        "/healthz" | "/readyz" => routes.health.is_some(),
+        _ => false,
+    };
+    if !known {
+        return text(StatusCode::NOT_FOUND, "not found\n");
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+        resp.headers_mut().insert(ALLOW, "GET, HEAD".parse().expect("static header value"));
+        return resp;
+    }
+    match (path, &routes.metrics, &routes.health) {
+        ("/metrics", Some(metrics), _) => {
+            let mut resp = Response::new(Full::new(Bytes::from(metrics.encode())));
+            resp.headers_mut().insert(CONTENT_TYPE_HEADER, CONTENT_TYPE.parse().expect("static header value"));
+            resp
+        }
+        ("/readyz", _, Some(ready)) if !ready.is_ready() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "not ready: restoring the existing allocations\n")
+        }
+        _ => text(StatusCode::OK, "ok\n"),
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(CONTENT_TYPE_HEADER, "text/plain; charset=utf-8".parse().expect("static header value"));
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// One HTTP/1.1 request over a plain socket, as a probe or a scraper sends it; returns the
+    /// status code, the headers (lower-cased names) and the body.
+    async fn get(addr: SocketAddr, method: &str, path: &str) -> (u16, String, String) {
+        let request = format!("{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        tokio::task::spawn_blocking(move || {
+            let mut s = std::net::TcpStream::connect(addr).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+            s.write_all(request.as_bytes()).unwrap();
+            let mut raw = String::new();
+            s.read_to_string(&mut raw).unwrap();
+            let (head, body) = raw.split_once("\r\n\r\n").unwrap();
+            let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+            (status, head.to_ascii_lowercase(), body.to_owned())
+        })
+        .await
+        .unwrap()
+    }
+
+    fn any_port() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint_serves_the_registry() {
+        let metrics = Metrics::new();
+        metrics.set_pool("default", "ipv4", 256, 37, 0);
+        let server = serve(any_port(), Routes::metrics(metrics.clone())).await.unwrap();
+        assert_ne!(server.local_addr().port(), 0);
+        let (status, head, body) = get(server.local_addr(), "GET", "/metrics").await;
+        assert_eq!(status, 200);
+        assert!(head.contains("content-type: application/openmetrics-text"), "{head}");
+        assert!(body.contains("podcidr_pool_node_cidrs_allocated{pool=\"default\",family=\"ipv4\"} 37"), "{body}");
+        // The value is read at scrape time.
+        metrics.set_leader(true);
+        let (_, _, body) = get(server.local_addr(), "GET", "/metrics").await;
+        assert!(body.contains("\npodcidr_operator_leader 1\n"), "{body}");
+        // The health routes are not on the metrics listener.
+        assert_eq!(get(server.local_addr(), "GET", "/healthz").await.0, 404);
+        server.abort();
+    }
+
+    #[tokio::test]
+    async fn readyz_follows_the_flag_and_healthz_is_always_ok() {
+        let ready = Readiness::new();
+        let server = serve(any_port(), Routes::health(ready.clone())).await.unwrap();
+        let addr = server.local_addr();
+        assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+        let (status, _, body) = get(addr, "GET", "/readyz").await;
+        assert_eq!(status, 503, "{body}");
+        ready.set(true);
+        let (status, _, body) = get(addr, "GET", "/readyz").await;
+        assert_eq!((status, body.as_str()), (200, "ok\n"));
+        assert_eq!(get(addr, "HEAD", "/readyz").await.0, 200);
+        ready.set(false);
+        assert_eq!(get(addr, "GET", "/readyz").await.0, 503);
+        assert_eq!(get(addr, "GET", "/metrics").await.0, 404);
+        assert_eq!(get(addr, "GET", "/").await.0, 404);
+        let (status, head, _) = get(addr, "POST", "/healthz").await;
+        assert_eq!(status, 405);
+        assert!(head.contains("allow: get, head"), "{head}");
+    }
+
+    #[tokio::test]
+    async fn one_listener_can_carry_both() {
+        let ready = Readiness::new();
+        ready.set(true);
+        let server = serve(any_port(), Routes::metrics(Metrics::new()).with_health(ready)).await.unwrap();
+        for path in ["/metrics", "/healthz", "/readyz"] {
+            assert_eq!(get(server.local_addr(), "GET", path).await.0, 200, "{path}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_taken_address_is_a_startup_error_naming_it() {
+        let first = serve(any_port(), Routes::health(Readiness::new())).await.unwrap();
+        let err = serve(first.local_addr(), Routes::metrics(Metrics::new())).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
+        let msg = err.to_string();
+        assert!(msg.contains(&first.local_addr().to_string()) && msg.contains("metrics"), "{msg}");
+    }
+}
