@@ -706,7 +706,7 @@ fn any_cidr() -> impl Strategy<Value = IpNet> {
             ipnet::Ipv4Net::new(std::net::Ipv4Addr::from(0x0a00_0000u32 + off * 4), len).unwrap().trunc()
         )),
         1 => (0u128..0x400, 116u8..=126).prop_map(|(off, len)| IpNet::V6(
-            ipnet::Ipv6Net::new(std::net::Ipv6Addr::from(0xfd00u128 << 112 | off * 4), len).unwrap().trunc()
+            ipnet::Ipv6Net::new(std::net::Ipv6Addr::from((0xfd00u128 << 112) | (off * 4)), len).unwrap().trunc()
         )),
     ]
 }
@@ -871,10 +871,8 @@ proptest! {
         let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/24"], 28)]);
         let mut nodes: Vec<String> = (0..16).map(|i| format!("n{i}")).collect();
         for n in &nodes { a.allocate(n, &no_labels()).unwrap(); }
-        let mut next = 16;
         for r in 0..rounds {
-            let waiting = format!("n{next}");
-            next += 1;
+            let waiting = format!("n{}", 16 + r);
             let err = a.allocate(&waiting, &no_labels()).unwrap_err();
             prop_assert!(err.message.contains("(ipv4: 16/16 allocated from 10.0.0.0/24)"), "{}", err);
             let gone = nodes.remove((victim + r) % nodes.len());

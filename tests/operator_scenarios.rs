@@ -148,7 +148,11 @@ fn two_operators_only_the_leader_writes_and_the_other_takes_over() {
     let leader = lease_holder(&api).unwrap();
     let (leader_op, follower_op) = if leader == "op-a" { (&mut a, &mut b) } else { (&mut b, &mut a) };
     let follower = follower_op.identity.clone();
-    assert!(api.wait_for(SOON, |_| follower_op.ready()), "a follower is ready");
+    assert!(
+        api.wait_for(SOON, |_| follower_op.ready()),
+        "the follower {follower} is ready; /readyz: {:?}",
+        operator::http_get(follower_op.health_addr, "/readyz")
+    );
     assert_eq!(leader_op.metric("podcidr_operator_leader", &[]), Some(1.0));
     assert_eq!(follower_op.metric("podcidr_operator_leader", &[]), Some(0.0));
     let node_writes = |who: &str| {
@@ -314,7 +318,11 @@ fn transient_api_errors_are_retried() {
     }
     wait_assigned(&api, &nodes);
     assert_no_overlap(&api.node_cidrs());
-    for code in ["500", "429", "409"] {
+    for (node, code) in [("node-a", 500), ("node-b", 429), ("node-c", 409)] {
+        assert_eq!(api.count("PATCH", &format!("/api/v1/nodes/{node}"), Some(code)), 1, "{node} got its {code}");
+    }
+    // kube's client retries 429 (and 503, 504) itself, so the operator counts only the others.
+    for code in ["500", "409"] {
         assert!(
             op.metric("podcidr_api_errors_total", &[("code", code)]).unwrap_or(0.0) >= 1.0,
             "api errors {code} counted"

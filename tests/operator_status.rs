@@ -72,3 +72,37 @@ async fn an_unreadable_kubeconfig_is_an_error_naming_it() {
     let err = report(Some("/nonexistent/kubeconfig".into())).await.unwrap_err();
     assert!(err.contains("/nonexistent/kubeconfig"), "{err}");
 }
+
+/// The binary as a user runs it. Ignored until `status` is wired in src/operator/mod.rs to
+/// `status::run`.
+#[test]
+#[ignore = "until the `status` subcommand is wired in src/operator/mod.rs to status::run"]
+fn the_status_subcommand_prints_text_and_json() {
+    let server = ApiServer::start(VERSION);
+    server.route_fixture("/api/v1/nodes", "node-list.json");
+    server.route("/apis/podcidr.io/v1alpha1/podcidrpools", Reply::json(200, &pools_list()));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.token_kubeconfig(dir.path(), TOKEN);
+    let run = |extra: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_podcidr-operator"))
+            .arg("status")
+            .arg("--kubeconfig")
+            .arg(&kc)
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let text = run(&[]);
+    assert!(text.contains("  10.244.1.0/24  node-b  (pool default)\n"), "{text}");
+    let doc: serde_json::Value = serde_json::from_str(&run(&["--json"])).unwrap();
+    assert_eq!(doc["pools"][0]["families"][0]["allocated"], 4);
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_podcidr-operator"))
+        .args(["status", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/kubeconfig"), "{out:?}");
+}

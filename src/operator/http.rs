@@ -228,6 +228,44 @@ mod tests {
         "127.0.0.1:0".parse().unwrap()
     }
 
+    /// What tests of the binary rely on: one `<what> listening on <addr>` line per listener,
+    /// with the real port when asked for port 0.
+    #[test]
+    fn logs_the_bound_address() {
+        #[derive(Clone, Default)]
+        struct Buf(Arc<std::sync::Mutex<Vec<u8>>>);
+        impl Write for Buf {
+            fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let buf = Buf::default();
+        let writer = buf.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let (m, h, both) = tracing::subscriber::with_default(subscriber, || {
+            rt.block_on(async {
+                (
+                    serve(any_port(), Routes::metrics(Metrics::new())).await.unwrap().local_addr(),
+                    serve(any_port(), Routes::health(Readiness::new())).await.unwrap().local_addr(),
+                    serve(any_port(), Routes::metrics(Metrics::new()).with_health(Readiness::new()))
+                        .await
+                        .unwrap()
+                        .local_addr(),
+                )
+            })
+        });
+        let log = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        assert!(log.contains(&format!("metrics listening on {m}\n")), "{log}");
+        assert!(log.contains(&format!("health probes listening on {h}\n")), "{log}");
+        assert!(log.contains(&format!("metrics and health probes listening on {both}\n")), "{log}");
+        assert!(m.ip().is_loopback() && m.port() != 0);
+    }
+
     #[tokio::test]
     async fn metrics_endpoint_serves_the_registry() {
         let metrics = Metrics::new();
