@@ -41,7 +41,6 @@ pub fn main() -> ExitCode {
             let settings = match cli.run.settings() {
                 Ok(s) => s,
                 Err(e) => {
-                    tracing::error!("{e}");
                     eprintln!("podcidr-operator: {e}");
                     return ExitCode::from(2);
                 }
