@@ -41,9 +41,15 @@ pub fn open_dir(dir: BorrowedFd<'_>, name: &str) -> io::Result<OwnedFd> {
     let c = component(name)?;
     let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: a valid dirfd and NUL-terminated name; the returned fd is owned by us.
-    let fd = check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) })?;
-    // SAFETY: fd was just opened and is not shared.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    match check(unsafe { libc::openat(dir.as_raw_fd(), c.as_ptr(), flags) }) {
+        // SAFETY: fd was just opened and is not shared.
+        Ok(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        // O_DIRECTORY reports a symbolic link as "not a directory": say which it is.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) && stat(dir, name).is_ok_and(|s| s.symlink) => {
+            Err(io::Error::from_raw_os_error(libc::ELOOP))
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Creates the directory `name` in `dir` (0700); an existing one is fine.
@@ -144,6 +150,7 @@ pub fn rename_noreplace(from_dir: BorrowedFd<'_>, from: &str, to_dir: BorrowedFd
 /// link count, mtime).
 pub struct Stat {
     pub regular: bool,
+    pub symlink: bool,
     pub dev: u64,
     pub ino: u64,
     pub nlink: u64,
@@ -165,6 +172,7 @@ pub fn stat(dir: BorrowedFd<'_>, name: &str) -> io::Result<Stat> {
     #[allow(clippy::useless_conversion)] // the field types differ between libcs
     Ok(Stat {
         regular: st.st_mode & libc::S_IFMT == libc::S_IFREG,
+        symlink: st.st_mode & libc::S_IFMT == libc::S_IFLNK,
         dev: u64::from(st.st_dev),
         ino: u64::from(st.st_ino),
         nlink: u64::from(st.st_nlink),
@@ -172,45 +180,42 @@ pub fn stat(dir: BorrowedFd<'_>, name: &str) -> io::Result<Stat> {
     })
 }
 
-/// Up to `limit` names in `dir`, without `.` and `..`, in directory order.
+/// Up to `limit` names in `dir`, without `.` and `..`, in directory order. Reads the fd's
+/// entries from the start (getdents64 directly: opendir would cost a second fd and more calls).
 pub fn list(dir: BorrowedFd<'_>, limit: usize) -> io::Result<Vec<String>> {
-    // A fresh fd of the same directory: fdopendir takes it over and reads from its start.
-    // SAFETY: a valid dirfd and a static NUL-terminated name.
-    let fd = check(unsafe {
-        libc::openat(dir.as_raw_fd(), c".".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
-    })?;
-    // SAFETY: fd is an open directory we own; on success the DIR owns it.
-    let stream = unsafe { libc::fdopendir(fd) };
-    if stream.is_null() {
-        let e = io::Error::last_os_error();
-        // SAFETY: fdopendir failed, so fd is still ours to close.
-        unsafe { libc::close(fd) };
-        return Err(e);
-    }
+    // SAFETY: a valid fd; rewinding a directory fd restarts its listing.
+    check(unsafe { libc::lseek(dir.as_raw_fd(), 0, libc::SEEK_SET) } as libc::c_int)?;
+    let mut buf = vec![0u8; 32 * 1024];
     let mut names = Vec::new();
-    let result = loop {
-        if names.len() >= limit {
-            break Ok(());
+    // struct linux_dirent64 { u64 d_ino; i64 d_off; u16 d_reclen; u8 d_type; char d_name[]; }
+    const NAME_AT: usize = 19;
+    loop {
+        // SAFETY: a valid fd and a buffer of buf.len() writable bytes.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
         }
-        // readdir reports an error only through errno, so clear it first.
-        // SAFETY: errno is thread-local.
-        unsafe { *libc::__errno_location() = 0 };
-        // SAFETY: stream is a valid DIR until closedir below.
-        let entry = unsafe { libc::readdir(stream) };
-        if entry.is_null() {
-            let e = io::Error::last_os_error();
-            break if e.raw_os_error() == Some(0) { Ok(()) } else { Err(e) };
+        let n = usize::try_from(n).unwrap_or(0);
+        if n == 0 {
+            return Ok(names);
         }
-        // SAFETY: readdir returned a valid entry whose d_name is NUL-terminated.
-        let name = unsafe { std::ffi::CStr::from_ptr((*entry).d_name.as_ptr()) };
-        let bytes = name.to_bytes();
-        if bytes != b"." && bytes != b".." {
-            names.push(String::from_utf8_lossy(bytes).into_owned());
+        let mut at = 0;
+        while at + NAME_AT <= n {
+            let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+            if reclen == 0 || at + reclen > n {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "getdents64 returned a bad record"));
+            }
+            let raw = &buf[at + NAME_AT..at + reclen];
+            let name = &raw[..raw.iter().position(|&b| b == 0).unwrap_or(raw.len())];
+            if name != b"." && name != b".." {
+                names.push(String::from_utf8_lossy(name).into_owned());
+                if names.len() >= limit {
+                    return Ok(names);
+                }
+            }
+            at += reclen;
         }
-    };
-    // SAFETY: stream is valid and closed once.
-    unsafe { libc::closedir(stream) };
-    result.map(|()| names)
+    }
 }
 
 /// Whether this process may write in `dir` (EROFS on a read-only mount, EPERM when immutable,

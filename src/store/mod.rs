@@ -152,16 +152,15 @@ fn split(dir: &Path) -> CniResult<(&Path, &str)> {
 /// directory itself must be a real directory. `None` when it is missing and not created.
 fn open_network_dir(dir: &Path, create: bool) -> CniResult<Option<OwnedFd>> {
     let (parent, name) = split(dir)?;
-    if create {
-        DirBuilder::new()
+    let data = match at::open_path_dir(parent) {
+        Ok(fd) => fd,
+        Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(parent)
-            .map_err(|e| CniError::io(format!("cannot create {}", parent.display()), &e))?;
-    }
-    let data = match at::open_path_dir(parent) {
-        Ok(fd) => fd,
-        Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            .and_then(|()| at::open_path_dir(parent))
+            .map_err(|e| CniError::io(format!("cannot create {}", parent.display()), &e))?,
         Err(e) => return Err(CniError::io(format!("cannot open {}", parent.display()), &e)),
     };
     let opened = if create { at::ensure_dir(data.as_fd(), name) } else { at::open_dir(data.as_fd(), name) };
@@ -212,9 +211,10 @@ pub fn write_unlocked(network_dir: &Path, name: &str, bytes: &[u8]) -> CniResult
 }
 
 /// Whether an ADD could write `records` new lease records in `dir` now; why not otherwise.
-/// Reads only, except where the file system reports itself full to an unprivileged user: root
-/// may still have room (ext4 keeps blocks for it), so an unnamed file (`O_TMPFILE`, gone when
-/// closed whatever happens) is written to find out.
+/// Asks statvfs(2) and access(2) and writes nothing, except when statvfs reports no blocks free
+/// to an unprivileged user: root may still have some (ext4 keeps blocks for it), so an unnamed
+/// file (`O_TMPFILE`, gone when closed whatever happens, so no junk is ever left) is written to
+/// find out.
 fn room_in(dir: BorrowedFd<'_>, path: &Path, records: usize) -> Result<(), String> {
     if let Err(e) = at::writable(dir) {
         return Err(format!("{} is not writable: {e}", path.display()));
@@ -224,15 +224,20 @@ fn room_in(dir: BorrowedFd<'_>, path: &Path, records: usize) -> Result<(), Strin
     if read_only {
         return Err(format!("{} is on a read-only file system", path.display()));
     }
+    let full = |why: String| format!("the file system of {} is full: {why}", path.display());
     let n = records as u64;
-    // Some file systems (btrfs, tmpfs without a limit) report no inode count at all.
-    if blocks >= n && (inodes == 0 || inodes_free >= n) {
+    // A new inode per record, and the owner index is a hard link, which tmpfs charges as an
+    // inode too. Some file systems (btrfs, tmpfs without a limit) report no inode count at all.
+    if inodes > 0 && inodes_free < n + 1 {
+        return Err(full(format!("{inodes_free} inodes free")));
+    }
+    if blocks >= n {
         return Ok(());
     }
-    let full = |why: String| format!("the file system of {} is full: {why}", path.display());
+    // statvfs counts the blocks an unprivileged user may take; root may have more.
     match at::probe_write(dir, records * RECORD_BYTES) {
         Ok(Some(())) => Ok(()),
-        Ok(None) => Err(full(format!("{blocks} blocks and {inodes_free} inodes free"))),
+        Ok(None) => Err(full(format!("{blocks} blocks free"))),
         Err(e) => Err(full(format!("a new record cannot be written: {e}"))),
     }
 }
@@ -668,7 +673,8 @@ impl Store {
             }
         }
         match room_in(self.net.as_fd(), &self.dir, records) {
-            Err(_) if self.usable_spares() >= records => Ok(()),
+            // Spares to overwrite: then only the index link is new.
+            Err(_) if self.usable_spares() >= records && room_in(self.net.as_fd(), &self.dir, 0).is_ok() => Ok(()),
             other => other,
         }
     }
