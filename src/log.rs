@@ -1,7 +1,8 @@
 //! Logging for one request: to `logFile` if the ipam stanza names one, else to stderr.
 //! stdout is reserved for the CNI result.
 
-use std::fs::OpenOptions;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use tracing::level_filters::LevelFilter;
@@ -28,6 +29,26 @@ pub fn init(file: Option<&Path>, level: Option<&str>) {
 
 type Inner = Box<dyn Subscriber + Send + Sync>;
 
+/// Opens `logFile` for appending without ever blocking: the first line is often logged while
+/// the store's lock is held, and a FIFO with no reader would hang the open (or the writes) and
+/// every request of the network with it. A symbolic link as the last component is refused too
+/// (`O_NOFOLLOW`); only a regular file is used.
+fn open_log_file(path: &Path) -> std::io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other("it is a symbolic link"),
+            _ => e,
+        })?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("it is not a regular file"));
+    }
+    Ok(file)
+}
+
 /// Builds the fmt subscriber on the first event that passes the level. Most requests log
 /// nothing, and building it (its span registry, the log file) was podcidr's biggest own cost
 /// at start-up (docs/benchmarks.md).
@@ -42,7 +63,7 @@ impl Lazy {
         let mut unopened = None;
         let inner = self.inner.get_or_init(|| {
             let builder = tracing_subscriber::fmt().with_max_level(self.level).with_ansi(false).with_target(false);
-            match self.file.as_ref().map(|p| (p, OpenOptions::new().create(true).append(true).open(p))) {
+            match self.file.as_ref().map(|p| (p, open_log_file(p))) {
                 Some((_, Ok(f))) => Box::new(builder.with_writer(Mutex::new(f)).finish()),
                 Some((p, Err(e))) => {
                     unopened = Some(format!("cannot open logFile {}: {e}; logging to stderr", p.display()));

@@ -53,7 +53,12 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
     let boot = store::boot_id();
     let mut out = Vec::new();
     let booted = store::boot_time();
-    for (file, state) in store.leases()? {
+    let leases = store.leases()?;
+    // Without a list of live attachments, leases no index names (see `Store::unindexed`) are
+    // stale too: no DEL can ever release them.
+    let unindexed =
+        if criteria.earlier_boot && criteria.valid.is_none() { store.unindexed(&leases)? } else { HashSet::new() };
+    for (file, state) in leases {
         let rec = match state {
             LeaseState::Held(rec) => rec,
             // A record damaged by a crash of an earlier boot names no live container; without
@@ -80,6 +85,8 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             "attachment is not in the list of valid attachments".to_string()
         } else if criteria.netns_gone && !rec.netns.is_empty() && !Path::new(&rec.netns).exists() {
             format!("network namespace {} is gone", rec.netns)
+        } else if unindexed.contains(&file) {
+            "no owner index names it (lost with a damaged index), so no DEL can release it".to_string()
         } else {
             continue;
         };

@@ -231,9 +231,44 @@ fn take_requested(store: &mut Store, pool: &Pool, set: usize, ip: IpAddr) -> Cni
         }
     }
     if store.is_taken(ip)? {
-        return Err(unavailable(format!("is already leased to {}", holder(store, ip))));
+        // A container restarted after a reboot asks for its address again (podman's static
+        // IPs): the lease its earlier self left is reclaimed, as a full range set would be.
+        let Some(stale) = reclaimable(store, ip)? else {
+            return Err(unavailable(format!("is already leased to {}", holder(store, ip))));
+        };
+        warn!(%ip, owner = %stale.owner, reason = %stale.reason, "reclaiming a requested address");
+        if let Some(e) = gc::apply(store, std::slice::from_ref(&stale)).into_iter().next() {
+            return Err(e);
+        }
+        store.forget_listing();
     }
     Ok(ip)
+}
+
+/// The lease on `ip` if it may be released for a new owner: written in an earlier boot, or
+/// damaged and written before this boot began (the rules of [`gc::plan`] for earlier boots).
+fn reclaimable(store: &Store, ip: IpAddr) -> CniResult<Option<gc::Stale>> {
+    let stale = |container_id: String, ifname: String, owner: String, reason: String| gc::Stale {
+        file: ip.to_string(),
+        ip,
+        container_id,
+        ifname,
+        owner,
+        reason,
+    };
+    Ok(match store.lease(ip)? {
+        LeaseState::Held(rec) if store::of_earlier_boot(&rec) => {
+            let reason = format!("leased in an earlier boot ({})", rec.boot_id);
+            Some(stale(rec.container_id.clone(), rec.ifname.clone(), rec.owner_label(), reason))
+        }
+        LeaseState::Unreadable(why)
+            if store::boot_time().zip(store.lease_mtime(&ip.to_string())).is_some_and(|(b, m)| m < b) =>
+        {
+            let reason = format!("damaged record ({why}) written before this boot");
+            Some(stale(String::new(), String::new(), "unreadable record".into(), reason))
+        }
+        _ => None,
+    })
 }
 
 /// Round robin from the last reserved address. When the set is full, leases left from an
@@ -315,20 +350,48 @@ pub fn gc(req: &Request) -> CniResult<()> {
     gc::combine(errors, "GC")
 }
 
-/// CNI STATUS: succeeds when an ADD could succeed now.
+/// CNI STATUS: succeeds when an ADD could succeed now. A read-only question: it creates nothing
+/// (not even the store of a network that has none yet) and takes the lock shared.
 pub fn status(req: &Request) -> CniResult<()> {
     let not_available = |msg: String| CniError::new(code::NOT_AVAILABLE, msg);
     // No pod CIDR yet: an ADD would be told to try again later, so the plugin is not ready.
     let pool = modes::pool(req).map_err(|e| if e.code == code::TRY_AGAIN_LATER { not_available(e.msg) } else { e })?;
-    let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Shared)
+    let dir = Store::network_dir(&req.data_dir(), &req.conf.name);
+    let mut store = Store::open_existing(&dir, Access::Shared)
         .map_err(|e| not_available(format!("the lease store is unusable: {}", e.msg)))?;
+    // An ADD writes one record per range set (and the owner index is a link to the first).
+    let records = pool.range_sets.len();
+    let room = match &store {
+        Some(store) => store.room(records),
+        None => store::room_to_create(&req.data_dir(), records),
+    };
+    room.map_err(|why| not_available(format!("an ADD could not write its lease now: {why}")))?;
+    // Leases an ADD would reclaim when a set is full, found once, only if a set is full.
+    let mut reclaimable: Option<Vec<gc::Stale>> = None;
     for set in 0..pool.range_sets.len() {
+        let Some(store) = &mut store else {
+            // No store yet: nothing is taken.
+            if pool.walk(set, None).next().is_none() {
+                return Err(not_available(format!(
+                    "no IP addresses available in range set: {}",
+                    describe_set(&pool.range_sets[set])
+                )));
+            }
+            continue;
+        };
         let mut free = false;
         for ip in pool.walk(set, store.last_reserved(set)) {
             if !store.is_taken(ip)? {
                 free = true;
                 break;
             }
+        }
+        if !free {
+            if reclaimable.is_none() {
+                let criteria = gc::Criteria { earlier_boot: true, ..gc::Criteria::default() };
+                reclaimable = Some(gc::plan(store, &criteria)?);
+            }
+            free = reclaimable.iter().flatten().any(|s| pool.check_usable(set, s.ip).is_ok());
         }
         if !free {
             return Err(not_available(format!(
