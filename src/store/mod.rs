@@ -251,7 +251,9 @@ impl Store {
     /// Opens an existing store directory; `None` when there is none.
     pub fn open_existing(dir: &Path, access: Access) -> CniResult<Option<Store>> {
         let path = dir.join(LOCK_FILE);
-        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {
+        // A shared lock needs no write access: readers work on a read-only store.
+        let write = access == Access::Exclusive;
+        match OpenOptions::new().read(true).write(write).custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC).open(&path) {
             Ok(lock) => Self::locked(dir.to_path_buf(), lock, access).map(Some),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(CniError::io(format!("cannot open {}", path.display()), &e)),
