@@ -113,6 +113,10 @@ pub fn import(from: &Path, store: &mut Store, pool: Option<&Pool>, default_ifnam
         owners.entry((cid, ifname)).or_default().push((ip, mtime));
     }
 
+    if relinked {
+        // Before adopting: host-local may have leased such an address again, to someone else.
+        release_deleted_imports(from, store, &mut report)?;
+    }
     let boot = boot_id();
     'owners: for ((cid, ifname), ips) in owners {
         let mut free = Vec::new();
@@ -173,9 +177,6 @@ pub fn import(from: &Path, store: &mut Store, pool: Option<&Pool>, default_ifnam
             }
             Err(e) => return Err(e),
         }
-    }
-    if relinked {
-        release_deleted_imports(from, store, &mut report)?;
     }
     for (set, ip) in last_reserved {
         if store.last_reserved(set).is_none() {
