@@ -286,3 +286,47 @@ fn a_store_never_linked_pays_nothing_for_the_link() {
     assert!(!node.hl_data.exists());
     assert!(!node.sb.net_dir("net1").join("host-local-link").exists());
 }
+
+#[test]
+fn with_datadir_set_to_host_local_s_the_link_shares_the_one_lock_and_still_protects() {
+    if !host_local_present() {
+        return;
+    }
+    let mut node = Node::new("10.55.0.0/24");
+    // `dataDir` pointed at host-local's: podcidr's store is host-local's directory itself.
+    node.hl_data = node.sb.data_dir();
+    node.hl_conf["ipam"]["dataDir"] = json!(node.hl_data);
+    let hl = node.host_local("ADD", "hl-pod").unwrap().unwrap();
+    let mut import = Call::bare().fixed_boot().argv(&[
+        "import-host-local",
+        "--from",
+        node.hl_dir().to_str().unwrap(),
+        "--network",
+        "net1",
+        "--data-dir",
+        node.hl_data.to_str().unwrap(),
+    ]);
+    import.stdin = Vec::new();
+    let mut child = import.command().stdin(Stdio::null()).spawn().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the import waits for ever on the lock it holds itself");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = child.wait_with_output().unwrap();
+    assert!(status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("Adopted 1 lease(s)") && !text.contains("Skipped"), "{text}");
+    let pc = node.podcidr_add("pc-pod").unwrap();
+    let late = node.host_local("ADD", "hl-late").unwrap().unwrap();
+    let mut live = Live::default();
+    for (ip, pod) in [(hl, "hl-pod"), (pc, "pc-pod"), (late, "hl-late")] {
+        live.add(ip, pod, "shared dataDir");
+    }
+}

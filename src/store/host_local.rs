@@ -29,6 +29,9 @@ use tracing::{info, warn};
 
 /// In a network's store: the path of the host-local directory it is linked to.
 pub const LINK_FILE: &str = "host-local-link";
+/// What a podcidr store holds besides `lock`, should `dataDir` make it host-local's directory.
+const PODCIDR_NAMES: [&str; 6] =
+    [super::LEASES, super::OWNERS, "spare", super::POOL_FILE, super::SOURCE_FILE, LINK_FILE];
 
 #[derive(Debug, Default)]
 pub struct ImportReport {
@@ -59,7 +62,7 @@ pub fn parse_lease(content: &str, default_ifname: &str) -> Option<(String, Strin
 pub fn import(from: &Path, store: &mut Store, pool: Option<&Pool>, default_ifname: &str) -> CniResult<ImportReport> {
     let from = fs::canonicalize(from).map_err(|e| CniError::io(format!("cannot read {}", from.display()), &e))?;
     let from = from.as_path();
-    let _lock = lock_dir(from)?;
+    let _lock = lock_unless_shared(store, from)?;
     let relinked = linked_dir(store.dir()).as_deref() == Some(from);
     // The link first: from here on ADDs respect host-local's leases, even if the import fails.
     let mut link = from.as_os_str().as_encoded_bytes().to_vec();
@@ -74,7 +77,8 @@ pub fn import(from: &Path, store: &mut Store, pool: Option<&Pool>, default_ifnam
         let entry = entry.map_err(|e| CniError::io(format!("cannot read {}", from.display()), &e))?;
         let name = entry.file_name().to_string_lossy().into_owned();
         let path = entry.path();
-        if name == "lock" {
+        // host-local's lock, and podcidr's own files when both share the directory.
+        if name == "lock" || name.starts_with('.') || PODCIDR_NAMES.contains(&name.as_str()) {
             continue;
         }
         let meta = match fs::symlink_metadata(&path) {
@@ -260,10 +264,20 @@ fn lock_dir(dir: &Path) -> CniResult<File> {
     Ok(file)
 }
 
+/// host-local's lock of `dir`, or `None` when `dir` is the store's own directory (`dataDir` set
+/// to host-local's): the store's lock is that very file, and a second flock of it would wait
+/// for ever on the first.
+fn lock_unless_shared(store: &Store, dir: &Path) -> CniResult<Option<File>> {
+    if fs::canonicalize(store.dir()).is_ok_and(|own| own == dir) {
+        return Ok(None);
+    }
+    lock_dir(dir).map(Some)
+}
+
 /// A store linked to host-local's directory, with host-local's lock held.
 pub struct Link {
     dir: PathBuf,
-    _lock: File,
+    _lock: Option<File>,
 }
 
 impl Link {
@@ -272,7 +286,7 @@ impl Link {
         let Some(dir) = linked_dir(store.dir()) else {
             return Ok(None);
         };
-        let lock = lock_dir(&dir)?;
+        let lock = lock_unless_shared(store, &dir)?;
         Ok(Some(Link { dir, _lock: lock }))
     }
 
