@@ -10,6 +10,7 @@ use crate::store::host_local;
 use crate::store::{Access, LeaseRecord, LeaseState, Store};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -47,23 +48,35 @@ enum Cmd {
     /// network namespace path no longer exists; with --keep or --keep-from, every lease whose
     /// container is not listed.
     Gc {
+        /// The ipam stanza's dataDir.
         #[arg(long, default_value = DEFAULT_DATA_DIR)]
         data_dir: PathBuf,
+        /// Only this network (the conflist's `name`); default: every network in the data directory.
         #[arg(long)]
         network: Option<String>,
         /// Also release leases whose recorded network namespace path is gone.
         #[arg(long)]
         netns_gone: bool,
-        /// Live containers (`ID` or `ID:IFNAME`, comma-separated or repeated); every other lease is released.
+        /// Live containers (`ID` or `ID:IFNAME`, comma-separated or repeated); every other lease is
+        /// released. A unique prefix of an ID is enough (`podman ps -q` prints 12 characters).
         #[arg(long, value_delimiter = ',')]
         keep: Vec<String>,
         /// A file (or `-` for stdin) with one live container ID (or `ID:IFNAME`) per line,
         /// e.g. from `crictl pods -q`.
         #[arg(long)]
         keep_from: Option<PathBuf>,
+        /// Accept an empty keep list, releasing every lease. Without it an empty list (a runtime
+        /// that is down, a wrong endpoint) is refused.
+        #[arg(long)]
+        allow_empty_keep: bool,
+        /// Accept a keep list that matches none of a network's leases, releasing them all.
+        /// Without it such a list (another runtime's or node's IDs) is refused.
+        #[arg(long)]
+        allow_no_match: bool,
         /// Release what is found (without it, only list it).
         #[arg(long)]
         apply: bool,
+        /// Machine-readable output: one object per network with its stale leases.
         #[arg(long)]
         json: bool,
     },
@@ -86,6 +99,16 @@ enum Cmd {
         #[arg(long, default_value = "eth0")]
         ifname: String,
     },
+    /// End the link an import made to host-local's directory: ADD and DEL stop reserving
+    /// addresses there. Only once host-local is no longer called for the network.
+    UnlinkHostLocal {
+        /// The network name (the conflist's `name`).
+        #[arg(long)]
+        network: String,
+        /// podcidr's dataDir.
+        #[arg(long, default_value = DEFAULT_DATA_DIR)]
+        data_dir: PathBuf,
+    },
     /// Print the version and the CNI spec versions spoken.
     Version,
 }
@@ -101,9 +124,11 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
-        Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, apply, json } => {
-            run_gc(&data_dir, network.as_deref(), netns_gone, keep, keep_from.as_deref(), apply, json)
+        Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, allow_empty_keep, allow_no_match, apply, json } => {
+            let opts = GcOptions { netns_gone, allow_empty_keep, allow_no_match, apply, json };
+            run_gc(&data_dir, network.as_deref(), keep, keep_from.as_deref(), &opts)
         }
+        Cmd::UnlinkHostLocal { network, data_dir } => unlink_host_local(&network, &data_dir),
         Cmd::ImportHostLocal { from, network, data_dir, conf, ifname } => {
             import_host_local(&from, &network, &data_dir, conf.as_deref(), &ifname)
         }
@@ -134,6 +159,8 @@ struct NetworkStatus {
     /// Leases outside every configured range (left from an earlier config).
     outside_ranges: Vec<IpAddr>,
     unreadable: Vec<Unreadable>,
+    /// The host-local directory an import linked the network to (a migration in progress).
+    host_local_link: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -180,6 +207,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
         leases: Vec::new(),
         outside_ranges: Vec::new(),
         unreadable: Vec::new(),
+        host_local_link: host_local::linked_dir(dir).map(|d| d.display().to_string()),
     };
     for (file, state) in store.leases().map_err(|e| e.msg)? {
         match state {
@@ -216,7 +244,7 @@ fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String>
         if let Some(st) = network_status(name, &data_dir.join(name))? {
             networks.push(st);
         } else if only.is_some() {
-            return Err(format!("no store for network {name:?} in {}", data_dir.display()));
+            return Err(format!("no store for network {name:?} in {}", escape(&data_dir.display().to_string())));
         }
     }
     let mut out = std::io::stdout().lock();
@@ -229,16 +257,34 @@ fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String>
     res.map_err(|e| format!("cannot write the status: {e}"))
 }
 
+/// `s` with control characters (and the bidirectional overrides) escaped: pod names, paths and
+/// file names come from outside, and a terminal must not take them for escape sequences.
+pub fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}') {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn no_networks(out: &mut impl Write, data_dir: &Path) -> std::io::Result<()> {
+    writeln!(out, "No networks in {}", escape(&data_dir.display().to_string()))
+}
+
 fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]) -> std::io::Result<()> {
     if networks.is_empty() {
-        return writeln!(out, "No networks in {}", data_dir.display());
+        return no_networks(out, data_dir);
     }
     for (i, n) in networks.iter().enumerate() {
         if i > 0 {
             writeln!(out)?;
         }
         let mode = n.mode.as_deref().unwrap_or("unknown");
-        writeln!(out, "Network {} (mode {mode}, {})", n.name, n.dir.display())?;
+        writeln!(out, "Network {} (mode {}, {})", escape(&n.name), escape(mode), escape(&n.dir.display().to_string()))?;
         if let Some(src) = &n.source {
             let o = &src.read.observed;
             let mut from = o.object.clone();
@@ -248,43 +294,76 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
                 }
             }
             match &o.pool {
-                // The annotation is anyone's text: no control characters reach the terminal.
-                Some(pool) => writeln!(out, "Source: {from} (node {}, pool {})", src.read.node, pool.escape_debug())?,
-                None => writeln!(out, "Source: {from} (node {})", src.read.node)?,
+                Some(pool) => writeln!(out, "Source: {} (node {}, pool {})", escape(&from), escape(&src.read.node), escape(pool))?,
+                None => writeln!(out, "Source: {} (node {})", escape(&from), escape(&src.read.node))?,
             }
-            writeln!(out, "Pod CIDRs: {}, read {}", o.cidrs.join(", "), src.read.age_text(now_ms()))?;
+            let cidrs = escape(&o.cidrs.join(", "));
+            writeln!(out, "Pod CIDRs: {cidrs}, read {}", src.read.age_text(now_ms()))?;
+        }
+        if let Some(link) = &n.host_local_link {
+            writeln!(
+                out,
+                "Linked to host-local's {} (migration): ADD and DEL also reserve addresses there",
+                escape(link)
+            )?;
         }
         for rs in &n.range_sets {
             writeln!(out, "{}: {}/{} allocated from {}", rs.family, rs.allocated, rs.capacity, rs.subnets.join(", "))?;
         }
+        // A container with several interfaces on the network: say which address is which.
+        let mut ifnames: HashMap<&str, HashSet<&str>> = HashMap::new();
+        for rec in &n.leases {
+            ifnames.entry(rec.container_id.as_str()).or_default().insert(rec.ifname.as_str());
+        }
         writeln!(out, "Allocated addresses:")?;
         for rec in &n.leases {
             let outside = if n.outside_ranges.contains(&rec.ip) { " [outside the configured ranges]" } else { "" };
-            writeln!(out, "  {} ({}){outside}", rec.ip, rec.owner_label())?;
+            let mut label = rec.owner_label();
+            if ifnames.get(rec.container_id.as_str()).is_some_and(|i| i.len() > 1) {
+                label = format!("{label}, {}", rec.ifname);
+            }
+            writeln!(out, "  {} ({}){outside}", rec.ip, escape(&label))?;
         }
         for u in &n.unreadable {
-            writeln!(out, "  {} [unreadable record: {}]", u.file, u.error)?;
+            writeln!(out, "  {} [unreadable record: {}]", escape(&u.file), escape(&u.error))?;
         }
     }
     Ok(())
 }
 
+/// `--network`, checked as the CNI path checks a config's `name` (it names a directory under
+/// the data directory), or every network directory there. A missing data directory has none.
 fn network_names(data_dir: &Path, only: Option<&str>) -> Result<Vec<String>, String> {
     if let Some(n) = only {
+        config::validate_network_name(n).map_err(|e| invalid_network(n, &e))?;
         return Ok(vec![n.to_string()]);
     }
-    let mut names: Vec<String> = std::fs::read_dir(data_dir)
-        .map_err(|e| format!("cannot read {}: {e}", data_dir.display()))?
+    let entries = match std::fs::read_dir(data_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("cannot read {}: {e}", escape(&data_dir.display().to_string()))),
+    };
+    let mut names: Vec<String> = entries
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| config::validate_network_name(n).is_ok())
         .collect();
     names.sort();
     Ok(names)
 }
 
-fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<gc::Valid>, String> {
-    let mut items = keep;
+fn invalid_network(name: &str, e: &crate::cni::error::CniError) -> String {
+    let why = e.msg.strip_prefix("name: ").unwrap_or(&e.msg);
+    format!("--network {:?} is not a valid network name: it {why}", escape(name))
+}
+
+/// The keep list, or `None` when neither --keep nor --keep-from was given.
+fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<Vec<gc::KeepItem>>, String> {
+    if keep.is_empty() && keep_from.is_none() {
+        return Ok(None);
+    }
+    let mut items: Vec<String> = keep.into_iter().map(|k| k.trim().to_string()).collect();
     if let Some(path) = keep_from {
         let text = if path == Path::new("-") {
             std::io::read_to_string(std::io::stdin()).map_err(|e| format!("cannot read stdin: {e}"))?
@@ -292,57 +371,106 @@ fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<gc::V
             std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?
         };
         items.extend(text.split_whitespace().map(String::from));
-    } else if items.is_empty() {
-        return Ok(None);
     }
-    let mut valid = gc::Valid::default();
-    for item in items {
-        match item.split_once(':') {
-            Some((cid, ifname)) => valid.attachments.insert((cid.to_string(), ifname.to_string())),
-            None => valid.containers.insert(item),
-        };
-    }
-    Ok(Some(valid))
+    Ok(Some(items.iter().filter(|i| !i.is_empty()).map(|i| gc::KeepItem::parse(i)).collect()))
 }
 
+struct GcOptions {
+    netns_gone: bool,
+    allow_empty_keep: bool,
+    allow_no_match: bool,
+    apply: bool,
+    json: bool,
+}
+
+/// Plans every network first (each store locked until the end), refuses if a keep list looks
+/// wrong for any of them, and only then releases. Prints after every lock is given back.
 fn run_gc(
     data_dir: &Path,
     only: Option<&str>,
-    netns_gone: bool,
     keep: Vec<String>,
     keep_from: Option<&Path>,
-    apply: bool,
-    json: bool,
+    opts: &GcOptions,
 ) -> Result<(), String> {
-    let criteria = gc::Criteria { earlier_boot: true, netns_gone, valid: read_keep(keep, keep_from)? };
-    let access = if apply { Access::Exclusive } else { Access::Shared };
-    let mut report = Vec::new();
-    let mut failures = Vec::new();
+    let keep = read_keep(keep, keep_from)?;
+    if keep.as_ref().is_some_and(Vec::is_empty) && !opts.allow_empty_keep {
+        return Err("the keep list is empty (did the command that lists the live containers fail?); with it \
+             every lease would be released. Nothing was done; pass --allow-empty-keep if every lease is \
+             stale indeed"
+            .into());
+    }
+    let access = if opts.apply { Access::Exclusive } else { Access::Shared };
+    let mut planned = Vec::new();
     for name in network_names(data_dir, only)? {
         let Some(store) = Store::open_existing(&data_dir.join(&name), access).map_err(|e| e.msg)? else {
             if only.is_some() {
-                return Err(format!("no store for network {name:?} in {}", data_dir.display()));
+                return Err(format!("no store for network {name:?} in {}", escape(&data_dir.display().to_string())));
             }
             continue;
         };
+        let valid = match &keep {
+            None => None,
+            Some(items) => Some(resolve_keep_for(&store, &name, items, opts.allow_no_match)?),
+        };
+        let criteria = gc::Criteria { earlier_boot: true, netns_gone: opts.netns_gone, valid };
         let stale = gc::plan(&store, &criteria).map_err(|e| e.msg)?;
-        if apply {
+        planned.push((name, store, stale));
+    }
+    let mut failures = Vec::new();
+    let mut report = Vec::new();
+    for (name, store, stale) in planned {
+        if opts.apply {
             failures.extend(gc::apply(&store, &stale).into_iter().map(|e| format!("{name}: {}", e.msg)));
         }
+        drop(store);
         report.push((name, stale));
     }
     let mut out = std::io::stdout().lock();
-    let written = if json {
+    let written = if opts.json {
         let doc: Vec<_> = report
             .iter()
-            .map(|(n, stale)| serde_json::json!({ "network": n, "applied": apply, "stale": stale }))
+            .map(|(n, stale)| serde_json::json!({ "network": n, "applied": opts.apply, "stale": stale }))
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
+    } else if report.is_empty() {
+        no_networks(&mut out, data_dir)
     } else {
-        write_gc_human(&mut out, &report, apply)
+        write_gc_human(&mut out, &report, opts.apply)
     };
     written.map_err(|e| format!("cannot write the report: {e}"))?;
     if failures.is_empty() { Ok(()) } else { Err(failures.join("\n")) }
+}
+
+/// The keep list in terms of the container IDs holding leases in `store`; refused when the
+/// network has leases and the list matches none of them.
+fn resolve_keep_for(
+    store: &Store,
+    name: &str,
+    items: &[gc::KeepItem],
+    allow_no_match: bool,
+) -> Result<gc::Valid, String> {
+    let held: Vec<LeaseRecord> = store
+        .leases()
+        .map_err(|e| e.msg)?
+        .into_iter()
+        .filter_map(|(_, state)| match state {
+            LeaseState::Held(rec) => Some(*rec),
+            _ => None,
+        })
+        .collect();
+    let valid = gc::resolve_keep(items, held.iter().map(|r| r.container_id.as_str()))
+        .map_err(|e| format!("network {name}: {}", escape(&e)))?;
+    let matched = held.iter().any(|r| valid.contains(&r.container_id, &r.ifname));
+    if !held.is_empty() && !matched && !items.is_empty() && !allow_no_match {
+        return Err(format!(
+            "network {name}: none of the {} ID(s) in the keep list matches any of its {} lease(s) (IDs of \
+             another runtime or node?); with it every lease would be released. Nothing was done; pass \
+             --allow-no-match if every lease is stale indeed",
+            items.len(),
+            held.len()
+        ));
+    }
+    Ok(valid)
 }
 
 fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], apply: bool) -> std::io::Result<()> {
@@ -352,7 +480,7 @@ fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], app
         for s in stale {
             let attachment = format!("{}:{}", s.container_id, s.ifname);
             let who = if s.owner == s.container_id { attachment } else { format!("{}, {attachment}", s.owner) };
-            writeln!(out, "  {verb} {} ({who}): {}", s.ip, s.reason)?;
+            writeln!(out, "  {verb} {} ({}): {}", s.ip, escape(&who), escape(&s.reason))?;
         }
     }
     if !apply && report.iter().any(|(_, s)| !s.is_empty()) {
@@ -387,7 +515,7 @@ fn import_host_local(
     conf: Option<&Path>,
     ifname: &str,
 ) -> Result<(), String> {
-    config::validate_network_name(network).map_err(|e| e.msg)?;
+    config::validate_network_name(network).map_err(|e| invalid_network(network, &e))?;
     let pool = conf.map(read_conf).transpose()?;
     let mut store = Store::open(data_dir, network, Access::Exclusive).map_err(|e| e.msg)?;
     if let Some(pool) = &pool {
@@ -395,24 +523,70 @@ fn import_host_local(
     }
     let pool = pool.or_else(|| store.read_pool().and_then(|b| serde_json::from_slice(&b).ok()));
     let report = host_local::import(from, &mut store, pool.as_ref(), ifname).map_err(|e| e.msg)?;
+    let store_dir = store.dir().to_path_buf();
+    // Both locks are given back before a word is printed: a slow reader must not stall ADDs.
+    drop(store);
+
     let mut out = std::io::stdout().lock();
-    let owners: std::collections::BTreeSet<_> = report.adopted.iter().map(|(_, c, i)| (c, i)).collect();
+    let owners: BTreeSet<_> = report.adopted.iter().map(|(_, c, i)| (c, i)).collect();
     let _ = writeln!(
         out,
         "Adopted {} lease(s) of {} attachment(s) from {} into {}",
         report.adopted.len(),
         owners.len(),
-        from.display(),
-        store.dir().display()
+        escape(&from.display().to_string()),
+        escape(&store_dir.display().to_string())
     );
     for (ip, cid, ifname) in &report.adopted {
         let _ = writeln!(out, "  {ip} ({cid}:{ifname})");
     }
+    if report.already > 0 {
+        let _ = writeln!(out, "Already in the podcidr store for the same owner: {} lease(s)", report.already);
+    }
+    if !report.released.is_empty() {
+        let _ = writeln!(out, "Released {} imported lease(s) host-local has since released:", report.released.len());
+        for (ip, cid, ifname) in &report.released {
+            let _ = writeln!(out, "  {ip} ({cid}:{ifname})");
+        }
+    }
     if !report.skipped.is_empty() {
         let _ = writeln!(out, "Skipped {}:", report.skipped.len());
         for (file, why) in &report.skipped {
-            let _ = writeln!(out, "  {file}: {why}");
+            let _ = writeln!(out, "  {}: {}", escape(file), escape(why));
         }
+    }
+    let _ = writeln!(
+        out,
+        "Linked: until `podcidr unlink-host-local --network {network}`, or until host-local's directory holds \
+         no lease of its own, podcidr's ADD and DEL also reserve addresses there."
+    );
+    if report.collisions.is_empty() {
+        return Ok(());
+    }
+    let list: Vec<String> = report
+        .collisions
+        .iter()
+        .map(|(ip, hl, pc)| format!("{ip} is leased by host-local to {hl} and by podcidr to {}", escape(pc)))
+        .collect();
+    Err(format!(
+        "{} address(es) have two owners (podcidr handed them out before the import linked it to host-local):\n  {}",
+        list.len(),
+        list.join("\n  ")
+    ))
+}
+
+fn unlink_host_local(network: &str, data_dir: &Path) -> Result<(), String> {
+    config::validate_network_name(network).map_err(|e| invalid_network(network, &e))?;
+    let dir = data_dir.join(network);
+    let Some(store) = Store::open_existing(&dir, Access::Exclusive).map_err(|e| e.msg)? else {
+        return Err(format!("no store for network {network:?} in {}", escape(&data_dir.display().to_string())));
+    };
+    let linked = host_local::linked_dir(&dir);
+    host_local::unlink(&store).map_err(|e| e.msg)?;
+    drop(store);
+    match linked {
+        Some(d) => println!("Unlinked network {network} from host-local's {}", escape(&d.display().to_string())),
+        None => println!("Network {network} was not linked to host-local"),
     }
     Ok(())
 }

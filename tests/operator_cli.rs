@@ -111,18 +111,32 @@ fn import_host_local_keeps_running_pods_addresses_and_their_del_works() {
     let new = Call::add("pod-new", &conf).run().ok_json();
     assert_eq!(addresses(&new)[0], "10.40.0.4/24");
 
-    // DEL of imported pods releases their addresses.
+    // The new pod's addresses are reserved in host-local's directory too, as host-local would.
+    let mut hl = names_in(&from);
+    assert_eq!(hl, ["10.40.0.2", "10.40.0.3", "10.40.0.4", "fd00:40::2", "fd00:40::3", "last_reserved_ip.0", "lock"]);
+    assert_eq!(fs::read_to_string(from.join("10.40.0.4")).unwrap(), "pod-new\r\neth0");
+
+    // DEL of imported pods releases their addresses, here and in host-local's directory.
     Call::del("pod-a", &conf).run().ok_silent();
     Call::del("pod-b", &conf).run().ok_silent();
     assert_eq!(sb.lease_files("net1"), vec!["10.40.0.4".to_string(), "fd00:40::3".to_string()]);
+    hl = names_in(&from);
+    assert_eq!(hl, ["10.40.0.4", "fd00:40::3", "last_reserved_ip.0", "lock"]);
+    // host-local's directory now holds only podcidr's reservations: the link has done its job.
+    assert!(!sb.net_dir("net1").join("host-local-link").exists());
 
     // Importing again adopts nothing twice.
     let again = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);
     assert_eq!(again.code(), Some(0), "{again:?}");
-    assert!(again.text().contains("Adopted 3 lease(s)"), "pod-a and pod-b were released, so they are adopted again");
-    let third = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);
-    assert!(third.text().contains("Adopted 0 lease(s)"), "{}", third.text());
-    assert!(third.text().contains("already has a lease"), "{}", third.text());
+    assert!(again.text().contains("Adopted 0 lease(s)"), "{}", again.text());
+    assert!(again.text().contains("same owner: 2 lease(s)"), "{}", again.text());
+}
+
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> =
+        fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    names
 }
 
 #[test]
@@ -192,4 +206,250 @@ fn the_cli_ends_quietly_when_its_reader_goes_away() {
             assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{args:?}: {:?} {stderr}", out.status);
         }
     }
+}
+
+/// Two leases of 64-character container IDs, as CRI runtimes make them.
+fn two_long_ids(sb: &Sandbox) -> (String, String, String, String) {
+    let conf = sb.conf_v4("1.1.0", "10.34.0.0/24");
+    let a = format!("{}{}", "a1b2c3d4e5f6", "0".repeat(52));
+    let b = format!("{}{}", "a1b2c3ffffff", "1".repeat(52));
+    let ip_a = only_ip(&Call::add(&a, &conf).fixed_boot().run().ok_json());
+    let ip_b = only_ip(&Call::add(&b, &conf).fixed_boot().run().ok_json());
+    (a, ip_a, b, ip_b)
+}
+
+fn gc_cli(sb: &Sandbox, extra: &[&str], stdin: &str) -> Out {
+    let dd = data_dir_arg(sb);
+    let mut args = vec!["gc", "--data-dir", &dd];
+    args.extend_from_slice(extra);
+    Call::bare().fixed_boot().argv(&args).stdin(stdin.as_bytes()).run()
+}
+
+#[test]
+fn gc_refuses_an_empty_keep_list_unless_allowed() {
+    let sb = Sandbox::new();
+    let (_, ip_a, _, ip_b) = two_long_ids(&sb);
+    // `crictl pods -q` with the runtime down prints nothing.
+    for (extra, stdin) in [(&["--keep-from", "-", "--apply"][..], ""), (&["--keep", "", "--apply"][..], "")] {
+        let out = gc_cli(&sb, extra, stdin);
+        assert_eq!(out.code(), Some(1), "{extra:?}: {out:?}");
+        assert!(out.stderr.contains("empty") && out.stderr.contains("--allow-empty-keep"), "{out:?}");
+        assert_eq!(sb.lease_files("net1").len(), 2, "{extra:?} released leases");
+    }
+    let out = gc_cli(&sb, &["--keep-from", "-", "--allow-empty-keep", "--apply"], "\n");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains(&format!("released {ip_a}")) && out.text().contains(&format!("released {ip_b}")));
+    assert!(sb.lease_files("net1").is_empty());
+}
+
+#[test]
+fn gc_keep_matches_unique_id_prefixes_and_refuses_a_list_matching_nothing() {
+    let sb = Sandbox::new();
+    let (a, ip_a, _, ip_b) = two_long_ids(&sb);
+
+    // `podman ps -q` prints 12-character IDs.
+    let out = gc_cli(&sb, &["--keep-from", "-"], &format!("{}\n", &a[..12]));
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains(&format!("would release {ip_b}")), "{}", out.text());
+    assert!(!out.text().contains(&ip_a), "the prefix kept {a}: {}", out.text());
+
+    // A prefix of both IDs is ambiguous: an error naming both.
+    let out = gc_cli(&sb, &["--keep", "a1b2c3", "--apply"], "");
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("ambiguous") && out.stderr.contains(&a), "{out:?}");
+    assert_eq!(sb.lease_files("net1").len(), 2);
+
+    // IDs of another runtime (or another node) match nothing: refused, nothing released.
+    let out = gc_cli(&sb, &["--keep-from", "-", "--apply"], "deadbeef0001\ndeadbeef0002\n");
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("none of") && out.stderr.contains("--allow-no-match"), "{out:?}");
+    assert_eq!(sb.lease_files("net1").len(), 2);
+    let out = gc_cli(&sb, &["--keep-from", "-", "--allow-no-match", "--apply"], "deadbeef0001\n");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(sb.lease_files("net1").is_empty());
+}
+
+#[test]
+fn status_and_gc_on_a_missing_or_empty_data_dir_say_there_are_no_networks() {
+    let sb = Sandbox::new();
+    let missing = sb.root().join("missing");
+    let out = cli(&["status", "--data-dir", missing.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains("No networks in"), "{out:?}");
+    let json = cli(&["status", "--data-dir", missing.to_str().unwrap(), "--json"]);
+    assert_eq!(json.code(), Some(0), "{json:?}");
+    assert_eq!(json.single_json()["networks"], json!([]));
+    fs::create_dir_all(sb.data_dir()).unwrap();
+    for dir in [missing.to_str().unwrap(), &data_dir_arg(&sb)] {
+        let out = cli(&["gc", "--data-dir", dir]);
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        assert!(out.text().contains("No networks in"), "{out:?}");
+    }
+}
+
+#[test]
+fn network_names_from_the_command_line_follow_the_cni_rules() {
+    let sb = Sandbox::nested();
+    let conf = sb.conf_v4("1.1.0", "10.35.0.0/24");
+    Call::add("victim", &conf).env("PODCIDR_BOOT_ID", "boot-old").run().ok_json();
+    // A look-alike store outside the data directory, reachable with `..`.
+    let outside = sb.root().join("a/b/outside");
+    fs::create_dir_all(outside.parent().unwrap()).unwrap();
+    let copy = std::process::Command::new("cp").arg("-a").arg(sb.net_dir("net1")).arg(&outside).status().unwrap();
+    assert!(copy.success());
+    let dd = data_dir_arg(&sb);
+    let before = sb.tree();
+    for name in ["../outside", outside.to_str().unwrap(), "a/b", ".hidden", ""] {
+        for args in [
+            vec!["status", "--data-dir", &dd, "--network", name],
+            vec!["gc", "--data-dir", &dd, "--network", name, "--apply"],
+        ] {
+            let out = Call::bare().env("PODCIDR_BOOT_ID", "boot-new").argv(&args).run();
+            assert_eq!(out.code(), Some(1), "{args:?}: {out:?}");
+            assert!(out.stderr.contains("network name"), "{args:?}: {out:?}");
+        }
+    }
+    assert_eq!(sb.tree(), before, "a refused command changed files");
+}
+
+#[test]
+fn gc_help_explains_every_option() {
+    let out = cli(&["gc", "--help"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    for opt in ["--data-dir", "--network", "--json", "--keep", "--apply", "--allow-empty-keep", "--allow-no-match"] {
+        let line = out.text().lines().find(|l| l.trim_start().starts_with(opt)).unwrap_or_else(|| panic!("{opt}"));
+        let described = line.trim_start().len() > opt.len() + 10
+            || out.text().lines().skip_while(|l| !l.trim_start().starts_with(opt)).nth(1).is_some_and(|n| {
+                let n = n.trim_start();
+                !n.is_empty() && !n.starts_with('-')
+            });
+        assert!(described, "{opt} has no help text:\n{}", out.text());
+    }
+}
+
+#[test]
+fn status_names_the_interface_when_a_container_has_several() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.1.0", "10.36.0.0/24");
+    let args = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=multi";
+    let eth0 = only_ip(&Call::add("multi", &conf).args(args).run().ok_json());
+    let net1 = only_ip(&Call::add("multi", &conf).args(args).ifname("net1").run().ok_json());
+    let single =
+        only_ip(&Call::add("single", &conf).args("K8S_POD_NAMESPACE=default;K8S_POD_NAME=one").run().ok_json());
+    let out = cli(&["status", "--data-dir", &data_dir_arg(&sb)]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.text().contains(&format!("{eth0} (default/multi, eth0)")), "{}", out.text());
+    assert!(out.text().contains(&format!("{net1} (default/multi, net1)")), "{}", out.text());
+    assert!(out.text().contains(&format!("{single} (default/one)\n")), "{}", out.text());
+}
+
+#[test]
+fn status_and_gc_escape_control_characters_from_outside() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.1.0", "10.37.0.0/24");
+    let evil = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x\u{1b}]0;pwned\u{7}\u{1b}[2J";
+    Call::add("evil", &conf).args(evil).env("CNI_NETNS", "/gone/\u{1b}[31mred").run().ok_json();
+    fs::write(sb.net_dir("net1").join("leases").join("junk\u{1b}[5m"), "{").unwrap();
+    let dd = data_dir_arg(&sb);
+    for args in [vec!["status", "--data-dir", &dd], vec!["gc", "--data-dir", &dd, "--netns-gone"]] {
+        let out = cli(&args);
+        assert_eq!(out.code(), Some(0), "{out:?}");
+        assert!(!out.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "{args:?} printed a control character: {out:?}");
+        assert!(out.text().contains("\\u{1b}"), "{args:?}: {}", out.text());
+    }
+}
+
+/// Runs `podcidr <args>` with `dir` bind-mounted read-only in a private mount namespace; `None`
+/// (with a message) where that is not possible (not root, no unshare).
+fn on_read_only(dir: &std::path::Path, args: &[&str]) -> Option<Out> {
+    let d = dir.to_str().unwrap();
+    let script = format!("mount --bind '{d}' '{d}' && mount -o remount,ro,bind '{d}' && exec \"$0\" \"$@\"");
+    let probe = std::process::Command::new("unshare").args(["-m", "sh", "-c", &script, "true"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: cannot bind-mount read-only here (needs root and unshare -m): {probe:?}");
+        return None;
+    }
+    let mut argv = vec!["-m", "sh", "-c", &script, BIN];
+    argv.extend_from_slice(args);
+    let out = std::process::Command::new("unshare")
+        .args(&argv)
+        .env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PODCIDR_BOOT_ID", BOOT_ID)
+        .output()
+        .unwrap();
+    Some(Out { status: out.status, stdout: out.stdout, stderr: String::from_utf8_lossy(&out.stderr).into_owned() })
+}
+
+#[test]
+fn status_and_a_gc_dry_run_work_on_a_read_only_store() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.1.0", "10.38.0.0/24");
+    let live = only_ip(&Call::add("live", &conf).fixed_boot().run().ok_json());
+    let old = only_ip(&Call::add("old", &conf).env("PODCIDR_BOOT_ID", "boot-old").run().ok_json());
+    let dd = data_dir_arg(&sb);
+    let before = sb.tree();
+    let Some(status) = on_read_only(&sb.data_dir(), &["status", "--data-dir", &dd]) else { return };
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    assert!(status.text().contains(&format!("  {live} (live)")), "{status:?}");
+    let gc = on_read_only(&sb.data_dir(), &["gc", "--data-dir", &dd]).unwrap();
+    assert_eq!(gc.code(), Some(0), "{gc:?}");
+    assert!(gc.text().contains(&format!("would release {old}")), "{gc:?}");
+    // --apply needs to write: it fails and says why.
+    let apply = on_read_only(&sb.data_dir(), &["gc", "--data-dir", &dd, "--apply"]).unwrap();
+    assert_eq!(apply.code(), Some(1), "{apply:?}");
+    assert!(apply.stderr.contains("Read-only file system"), "{apply:?}");
+    assert_eq!(sb.tree(), before);
+}
+
+#[test]
+fn import_prints_its_report_after_unlocking_so_a_slow_reader_blocks_no_add() {
+    let sb = Sandbox::new();
+    // Enough leases that the report overflows a pipe's buffer (64 KiB).
+    let from = sb.root().join("networks").join("net1");
+    fs::create_dir_all(&from).unwrap();
+    fs::write(from.join("lock"), "").unwrap();
+    for i in 0..1500u32 {
+        let ip = format!("10.39.{}.{}", 1 + i / 200, 1 + i % 200);
+        fs::write(from.join(&ip), format!("{:064x}\r\neth0", i + 1)).unwrap();
+    }
+    let dd = data_dir_arg(&sb);
+    let (reader, writer) = std::io::pipe().unwrap();
+    let mut import = std::process::Command::new(BIN)
+        .args(["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd])
+        .env_clear()
+        .stdout(writer)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Once the import has written what the pipe holds, it is blocked on the reader.
+    let pipe_full = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sb.lease_files("net1").len() < 1500 && std::time::Instant::now() < pipe_full {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert_eq!(sb.lease_files("net1").len(), 1500, "the import did not finish adopting");
+
+    let conf = sb.conf("1.0.0", "net1", json!({ "ranges": [[{ "subnet": "10.39.0.0/16" }]] }));
+    let mut add = Call::add("new-pod", &conf).spawn();
+    {
+        use std::io::Write;
+        add.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let finished = loop {
+        if let Some(status) = add.try_wait().unwrap() {
+            break Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Let the import finish either way before judging.
+    let drained = std::io::read_to_string(reader).unwrap();
+    assert!(import.wait().unwrap().success());
+    let _ = add.kill();
+    let status = finished.expect("ADD blocked while the import's reader was not reading");
+    assert!(status.success(), "{status:?}");
+    assert!(drained.contains("Adopted 1500 lease(s)"), "{}", &drained[..200.min(drained.len())]);
 }

@@ -35,6 +35,55 @@ impl Valid {
     }
 }
 
+/// One entry of an operator's keep list: a container ID or a prefix of one, and optionally the
+/// interface (`ID:IFNAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeepItem {
+    pub id: String,
+    pub ifname: Option<String>,
+}
+
+impl KeepItem {
+    pub fn parse(item: &str) -> KeepItem {
+        match item.split_once(':') {
+            Some((id, ifname)) => KeepItem { id: id.to_string(), ifname: Some(ifname.to_string()) },
+            None => KeepItem { id: item.to_string(), ifname: None },
+        }
+    }
+}
+
+/// Resolves `items` against the container IDs that hold leases: an exact ID, else a prefix of
+/// exactly one of them (`podman ps -q` prints 12 characters of a 64-character ID, as do
+/// `docker` and `crictl`). An item that names no lease is kept as it is (the container holds
+/// nothing here); a prefix of several IDs is an error naming them.
+pub fn resolve_keep<'a>(items: &[KeepItem], lease_ids: impl IntoIterator<Item = &'a str>) -> Result<Valid, String> {
+    let ids: BTreeSet<&str> = lease_ids.into_iter().collect();
+    let mut valid = Valid::default();
+    for item in items {
+        let id = if ids.contains(item.id.as_str()) {
+            item.id.clone()
+        } else {
+            let candidates: Vec<&str> = ids.iter().copied().filter(|id| id.starts_with(item.id.as_str())).collect();
+            match candidates[..] {
+                [] => item.id.clone(),
+                [one] => one.to_string(),
+                _ => {
+                    return Err(format!(
+                        "the keep list's {:?} is ambiguous: it begins the container IDs {}; give more of the ID",
+                        item.id,
+                        candidates.join(", ")
+                    ));
+                }
+            }
+        };
+        match &item.ifname {
+            Some(ifname) => valid.attachments.insert((id, ifname.clone())),
+            None => valid.containers.insert(id),
+        };
+    }
+    Ok(valid)
+}
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Stale {
@@ -172,4 +221,22 @@ pub fn combine(errors: Vec<CniError>, what: &str) -> CniResult<()> {
     }
     Err(CniError::new(code::IO_FAILURE, format!("{what}: {} item(s) could not be released", errors.len()))
         .with_details(errors.iter().map(|e| e.msg.as_str()).collect::<Vec<_>>().join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keep_items_resolve_exactly_or_by_a_unique_prefix() {
+        let ids = ["abc123", "abc456", "abc", "def789"];
+        let items: Vec<KeepItem> = ["abc", "def", "abc4:eth1", "zzz"].iter().map(|i| KeepItem::parse(i)).collect();
+        let v = resolve_keep(&items, ids).unwrap();
+        assert!(v.contains("abc", "eth0"), "an exact ID wins over the IDs it begins");
+        assert!(v.contains("def789", "eth0"));
+        assert!(v.contains("abc456", "eth1") && !v.contains("abc456", "eth0"));
+        assert!(!v.contains("abc123", "eth0"));
+        let err = resolve_keep(&[KeepItem::parse("abc1")], ["abc123", "abc100"]).unwrap_err();
+        assert!(err.contains("abc100") && err.contains("abc123"), "{err}");
+    }
 }

@@ -9,6 +9,7 @@ use crate::cni::env::{Attachment, CniArgs};
 use crate::cni::error::{CniError, CniResult, code};
 use crate::cni::result::{IpConfig, IpamResult, prev_result_ips};
 use crate::modes;
+use crate::store::host_local::{self, Link};
 use crate::store::{self, Access, LeaseRecord, LeaseState, OwnerIndex, OwnerState, Store};
 use ipnet::IpNet;
 use pool::{Pool, Unusable, describe_set, parse_requested_ip};
@@ -137,6 +138,8 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     let wanted = requested(req, args, &pool)?;
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Exclusive)?;
     store.write_pool(&pool_json(&pool, modes::mode_name(req)))?;
+    // During a migration from host-local: its leases count as taken (docs/migrating-from-host-local.md).
+    let link = Link::open(&store)?;
 
     let existing = existing_lease(&store, &pool, att)?;
     if let Existing::Complete(held) = &existing {
@@ -165,8 +168,8 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     let mut chosen = Vec::with_capacity(pool.range_sets.len());
     for (set, want) in wanted.iter().enumerate() {
         let ip = match want {
-            Some(ip) => take_requested(&mut store, &pool, set, *ip)?,
-            None => match find_free(&mut store, &pool, set)? {
+            Some(ip) => take_requested(&mut store, link.as_ref(), &pool, set, *ip)?,
+            None => match find_free(&mut store, link.as_ref(), &pool, set)? {
                 Some(ip) => ip,
                 None => {
                     return Err(CniError::new(
@@ -209,7 +212,15 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
         ifname: att.ifname.clone(),
         ips: chosen.iter().map(|(_, ip)| *ip).collect(),
     };
-    store.claim(&owner, &records)?;
+    if let Some(link) = &link {
+        link.reserve(&owner)?;
+    }
+    if let Err(e) = store.claim(&owner, &records) {
+        if let Some(link) = &link {
+            link.unreserve(&owner.container_id, &owner.ifname, &owner.ips);
+        }
+        return Err(e);
+    }
     for &(set, ip) in &chosen {
         store.set_last_reserved(set, ip)?;
     }
@@ -218,7 +229,7 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     Ok(IpamResult { ips, routes, dns })
 }
 
-fn take_requested(store: &mut Store, pool: &Pool, set: usize, ip: IpAddr) -> CniResult<IpAddr> {
+fn take_requested(store: &mut Store, link: Option<&Link>, pool: &Pool, set: usize, ip: IpAddr) -> CniResult<IpAddr> {
     let unavailable = |why: String| CniError::new(code::ADDRESS_UNAVAILABLE, format!("requested address {ip} {why}"));
     match pool.check_usable(set, ip) {
         Ok(_) => {}
@@ -241,6 +252,11 @@ fn take_requested(store: &mut Store, pool: &Pool, set: usize, ip: IpAddr) -> Cni
             return Err(e);
         }
         store.forget_listing();
+    }
+    if let Some(link) = link
+        && link.is_taken(ip)?
+    {
+        return Err(unavailable("is leased by host-local".into()));
     }
     Ok(ip)
 }
@@ -273,10 +289,10 @@ fn reclaimable(store: &Store, ip: IpAddr) -> CniResult<Option<gc::Stale>> {
 
 /// Round robin from the last reserved address. When the set is full, leases left from an
 /// earlier boot are reclaimed and the walk tried once more.
-fn find_free(store: &mut Store, pool: &Pool, set: usize) -> CniResult<Option<IpAddr>> {
+fn find_free(store: &mut Store, link: Option<&Link>, pool: &Pool, set: usize) -> CniResult<Option<IpAddr>> {
     for attempt in 0..2 {
         for ip in pool.walk(set, store.last_reserved(set)) {
-            if !store.is_taken(ip)? {
+            if !store.is_taken(ip)? && !link.map(|l| l.is_taken(ip)).transpose()?.unwrap_or(false) {
                 return Ok(Some(ip));
             }
         }
@@ -292,6 +308,7 @@ pub fn del(req: &Request, att: &Attachment) -> CniResult<()> {
         return Ok(());
     };
     let released = store.release(&att.container_id, &att.ifname)?;
+    host_local::on_del(&store, &att.container_id, &att.ifname, &released)?;
     info!(container = %att.container_id, ifname = %att.ifname, ?released, "DEL");
     Ok(())
 }
