@@ -133,6 +133,9 @@ struct NetworkStatus {
     leases: Vec<LeaseRecord>,
     /// Leases outside every configured range (left from an earlier config).
     outside_ranges: Vec<IpAddr>,
+    /// Leases in a range on an address ADD would not hand out now (the gateway, or excluded
+    /// since): not counted as allocated, so allocated never exceeds capacity.
+    reserved_or_excluded: Vec<IpAddr>,
     unreadable: Vec<Unreadable>,
 }
 
@@ -179,6 +182,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
         range_sets: Vec::new(),
         leases: Vec::new(),
         outside_ranges: Vec::new(),
+        reserved_or_excluded: Vec::new(),
         unreadable: Vec::new(),
     };
     for (file, state) in store.leases().map_err(|e| e.msg)? {
@@ -191,9 +195,10 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
     if let Some(pool) = &pool {
         let mut allocated = vec![0u128; pool.range_sets.len()];
         for rec in &st.leases {
-            match pool.find(rec.ip) {
-                Some((set, _)) => allocated[set] += 1,
-                None => st.outside_ranges.push(rec.ip),
+            match (pool.usable_set(rec.ip), pool.find(rec.ip)) {
+                (Some(set), _) => allocated[set] += 1,
+                (None, Some(_)) => st.reserved_or_excluded.push(rec.ip),
+                (None, None) => st.outside_ranges.push(rec.ip),
             }
         }
         for (i, set) in pool.range_sets.iter().enumerate() {
@@ -255,7 +260,13 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
         }
         writeln!(out, "Allocated addresses:")?;
         for rec in &n.leases {
-            let outside = if n.outside_ranges.contains(&rec.ip) { " [outside the configured ranges]" } else { "" };
+            let outside = if n.outside_ranges.contains(&rec.ip) {
+                " [outside the configured ranges]"
+            } else if n.reserved_or_excluded.contains(&rec.ip) {
+                " [reserved or excluded: not counted as allocated]"
+            } else {
+                ""
+            };
             writeln!(out, "  {} ({}){outside}", rec.ip, rec.owner_label())?;
         }
         for u in &n.unreadable {
