@@ -17,6 +17,11 @@
 //! the run with a non-zero status. The printed tables end with one line,
 //! `bench: ok: ran N execs (M ADDs), 0 duplicate addresses`, which `bench.sh --smoke` checks.
 //!
+//! The exclude section (podcidr only; host-local has no `exclude`) times ADD, ADD after the
+//! round robin wraps and STATUS after a wrap on a store of many leases, with and without many
+//! single-address excludes, in the same iterations; `--excludes-only` runs just that (after the
+//! warm-up).
+//!
 //! The last section runs podcidr's kubernetes mode, reading the Node from the tests' stand-in
 //! API server (`tests/apiserver`), beside static with the same ranges; `--kube-only` runs just
 //! that (after the warm-up).
@@ -210,12 +215,14 @@ struct Opts {
     smoke: bool,
     /// Only the warm-up and the kubernetes-mode section.
     kube_only: bool,
+    /// Only the warm-up and the exclude section.
+    excludes_only: bool,
 }
 
 fn parse_args() -> Res<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut podcidr, mut host_local, mut noop, mut work, mut out) = (None, None, None, None, None);
-    let (mut smoke, mut kube_only) = (false, false);
+    let (mut smoke, mut kube_only, mut excludes_only) = (false, false, false);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -226,6 +233,7 @@ fn parse_args() -> Res<Opts> {
             "--out" => out = Some(PathBuf::from(val()?)),
             "--smoke" => smoke = true,
             "--kube-only" => kube_only = true,
+            "--excludes-only" => excludes_only = true,
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -239,6 +247,7 @@ fn parse_args() -> Res<Opts> {
         out,
         smoke,
         kube_only,
+        excludes_only,
     })
 }
 
@@ -258,6 +267,10 @@ struct Plan {
     adds_per_round: usize,
     /// Iterations of the kubernetes-mode section.
     kube_iters: usize,
+    /// The exclude section: leases in the store, single-address excludes, iterations.
+    excl_leases: usize,
+    excl_count: usize,
+    excl_iters: usize,
 }
 
 fn full_iters(size: usize) -> usize {
@@ -286,6 +299,9 @@ impl Plan {
                 rounds: 2,
                 adds_per_round: 64,
                 kube_iters: 4,
+                excl_leases: 300,
+                excl_count: 50,
+                excl_iters: 2,
             }
         } else {
             Plan {
@@ -300,6 +316,10 @@ impl Plan {
                 adds_per_round: 320,
                 // A multiple of the 24 orders of its four lanes.
                 kube_iters: 192,
+                // Issue 10: a /16 with 60,000 leases and 10,000 single-address excludes.
+                excl_leases: 60_000,
+                excl_count: 10_000,
+                excl_iters: 20,
             }
         }
     }
@@ -917,6 +937,10 @@ fn run(opts: &Opts) -> Res<Value> {
     if opts.kube_only {
         return kube_and_finish(opts, &plan, &plugins, report, counters);
     }
+    if opts.excludes_only {
+        report["excludes"] = exclude_section(&plugins[0], &opts.work, &plan, &mut counters)?;
+        return Ok(finish(report, &counters));
+    }
 
     // Baseline: what an exec costs at all.
     eprintln!("bench: baseline execs ({} each)", plan.baseline_iters);
@@ -1047,7 +1071,113 @@ fn run(opts: &Opts) -> Res<Value> {
         }
     }
     report["concurrency"] = Value::Array(conc);
+    report["excludes"] = exclude_section(&plugins[0], &opts.work, &plan, &mut counters)?;
     kube_and_finish(opts, &plan, &plugins, report, counters)
+}
+
+/// The lanes of the exclude section: the same store and the same ranges, without and with the
+/// excludes.
+const EXCL_LANES: [&str; 2] = ["no excludes", "single-address excludes"];
+/// Its measurements: (report key, verb, where the round robin starts).
+const EXCL_CASES: [(&str, &str, bool); 3] =
+    [("ADD", "ADD", false), ("ADD after a wrap", "ADD", true), ("STATUS after a wrap", "STATUS", true)];
+
+/// podcidr on a store of `plan.excl_leases` leases (real ADDs, two callers), with and without
+/// `plan.excl_count` single-address excludes, alternating in every iteration. The excludes are
+/// every sixth address from the range's start, so they lie among the leases a wrapped walk
+/// passes. Before each exec the round robin is set to the last lease (ADD: the next address is
+/// free) or to just before the first (after a wrap: the walk passes every lease); each ADD is
+/// checked (not leased, not excluded) and DELeted, untimed.
+fn exclude_section(pod: &Plugin, work: &Path, plan: &Plan, counters: &mut Counters) -> Res<Value> {
+    let dir = work.join("excl-podcidr");
+    let (n, e) = (plan.excl_leases, plan.excl_count);
+    eprintln!("bench: excludes: filling a store with {n} leases");
+    let start = Instant::now();
+    let conf = Arc::new(pod.config(&dir, None));
+    let mut handles = Vec::new();
+    for t in 0..2 {
+        let (pod, conf) = (pod.clone(), conf.clone());
+        handles.push(std::thread::spawn(move || -> Res<Vec<Ipv4Addr>> {
+            let mut got = Vec::new();
+            for i in (t..n).step_by(2) {
+                let e = exec(&pod.bin, "ADD", &format!("excl-fill-{i:06}"), &conf)?;
+                got.push(add_result(&pod, &e)?.0);
+            }
+            Ok(got)
+        }));
+    }
+    let mut taken = HashSet::new();
+    for h in handles {
+        taken.extend(h.join().map_err(|_| "an exclude fill thread panicked")??);
+    }
+    counters.execs += n;
+    counters.adds += n;
+    if taken.len() != n || leased::<Ipv4Addr>(pod, &dir)? != taken {
+        return Err(format!("excludes: {n} ADDs gave {} distinct addresses, or the store disagrees", taken.len()));
+    }
+    let fill_s = start.elapsed().as_secs_f64();
+    let first = u32::from(GATEWAY) + 1;
+    let excluded: Vec<Ipv4Addr> = (0..e as u32).map(|i| Ipv4Addr::from(first + 6 * i)).collect();
+    let mut ipam = subnet_ipam();
+    ipam["exclude"] = json!(excluded.iter().map(Ipv4Addr::to_string).collect::<Vec<_>>());
+    let excluded: HashSet<Ipv4Addr> = excluded.into_iter().collect();
+    let ipams = [subnet_ipam(), ipam];
+    let wrap_start = taken.iter().min().map_or(GATEWAY, |ip| Ipv4Addr::from(u32::from(*ip) - 1));
+    let last_lease = *taken.iter().max().unwrap_or(&GATEWAY);
+
+    let mut out = json!({ "leases": n, "excludes": e, "fill_s": fill_s });
+    for (key, verb, wrapped) in EXCL_CASES {
+        eprintln!("bench: excludes: {key} ({} iterations per lane)", plan.excl_iters);
+        let mut samples: [Vec<Duration>; 2] = Default::default();
+        for it in 0..plan.warmup + plan.excl_iters {
+            let lanes = if it % 2 == 0 { [0, 1] } else { [1, 0] };
+            for k in lanes {
+                let mut conf: Value =
+                    serde_json::from_slice(&pod.config_with(&ipams[k], &dir, None)).map_err(|e| e.to_string())?;
+                if verb == "STATUS" {
+                    conf["cniVersion"] = json!("1.1.0");
+                }
+                let conf = serde_json::to_vec(&conf).map_err(|e| e.to_string())?;
+                set_last_reserved(pod, &dir, if wrapped { wrap_start } else { last_lease })?;
+                let cid = format!("excl-{it:03}-{k}");
+                let x = exec(&pod.bin, verb, &cid, &conf)?;
+                counters.execs += 1;
+                if verb == "ADD" {
+                    let (ip, _) = add_result(pod, &x)?;
+                    if taken.contains(&ip) || (k == 1 && excluded.contains(&ip)) {
+                        return Err(format!("excludes: {key} ({}) handed out {ip}", EXCL_LANES[k]));
+                    }
+                    counters.adds += 1;
+                    let d = exec(&pod.bin, "DEL", &cid, &conf)?;
+                    expect_silent(pod, "DEL", &d)?;
+                    counters.execs += 1;
+                } else {
+                    expect_silent(pod, verb, &x)?;
+                }
+                if it >= plan.warmup {
+                    samples[k].push(x.took);
+                }
+            }
+        }
+        let (a, b) = (stats(&samples[0]), stats(&samples[1]));
+        out[key] = json!({
+            EXCL_LANES[0]: stats_json(&a),
+            EXCL_LANES[1]: stats_json(&b),
+            "ratio": b.median_ms / a.median_ms,
+        });
+    }
+    Ok(out)
+}
+
+/// The run's totals, for a run that ends without the kubernetes section.
+fn finish(mut report: Value, counters: &Counters) -> Value {
+    report["execs"] = json!(counters.execs);
+    report["adds"] = json!(counters.adds);
+    report["duplicates"] = json!(0);
+    report["differing_addresses"] = json!(counters.differing_addresses);
+    report["machine"]["loadavg_end"] = json!(read_trim("/proc/loadavg"));
+    report["machine"]["pressure_end"] = json!(pressure());
+    report
 }
 
 /// The kubernetes-mode section, after the others so that theirs stay comparable with earlier
@@ -1200,6 +1330,34 @@ fn tables(r: &Value) -> String {
         );
     }
 
+    if let Some(x) = r.get("excludes").filter(|x| x.is_object()) {
+        let _ = writeln!(
+            s,
+            "\nExcludes (podcidr only): a /16 with {} leases, without and with {} single-address excludes \
+             (every sixth address from the range's start, among the leases), in the same iterations (ms); \
+             ratio = with / without:\n",
+            x["leases"], x["excludes"]
+        );
+        let _ = writeln!(
+            s,
+            "| request | no excludes median | p90 | with excludes median | p90 | ratio | n |\n|---|--:|--:|--:|--:|--:|--:|"
+        );
+        for (key, _, _) in EXCL_CASES {
+            let c = &x[key];
+            let (a, b) = (&c[EXCL_LANES[0]], &c[EXCL_LANES[1]]);
+            let _ = writeln!(
+                s,
+                "| {key} | {:.3} | {:.3} | {:.3} | {:.3} | {:.2} | {} |",
+                f(&a["median_ms"]),
+                f(&a["p90_ms"]),
+                f(&b["median_ms"]),
+                f(&b["p90_ms"]),
+                f(&c["ratio"]),
+                a["n"]
+            );
+        }
+    }
+
     if let Some(k) = r.get("kubernetes").filter(|k| k.is_object()) {
         let _ = writeln!(
             s,
@@ -1309,6 +1467,22 @@ fn tables(r: &Value) -> String {
                 verdict(ratio <= 2.0)
             );
         }
+    }
+    if let Some(x) = r.get("excludes").filter(|x| x.is_object()) {
+        let worst = EXCL_CASES.iter().map(|(key, _, _)| f(&x[*key]["ratio"])).fold(f64::NAN, f64::max);
+        let _ = writeln!(
+            s,
+            "| {} single-address excludes cost at most 1.2× none (ADD, ADD after a wrap, STATUS after a wrap; \
+             {} leases) | worst {worst:.2}× ({}) | {} |",
+            x["excludes"],
+            x["leases"],
+            EXCL_CASES
+                .iter()
+                .map(|(key, _, _)| format!("{key} {:.2}×", f(&x[*key]["ratio"])))
+                .collect::<Vec<_>>()
+                .join(", "),
+            verdict(worst <= 1.2)
+        );
     }
     if let Some(k) = r.get("kubernetes").filter(|k| k.is_object()) {
         let med = |lane: usize, verb: &str| f(&k[KUBE_LANES[lane]][verb]["median_ms"]);

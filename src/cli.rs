@@ -158,6 +158,9 @@ struct NetworkStatus {
     leases: Vec<LeaseRecord>,
     /// Leases outside every configured range (left from an earlier config).
     outside_ranges: Vec<IpAddr>,
+    /// Leases in a range on an address ADD would not hand out now (the gateway, or excluded
+    /// since): not counted as allocated, so allocated never exceeds capacity.
+    reserved_or_excluded: Vec<IpAddr>,
     unreadable: Vec<Unreadable>,
     /// The host-local directory an import linked the network to (a migration in progress).
     host_local_link: Option<String>,
@@ -206,6 +209,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
         range_sets: Vec::new(),
         leases: Vec::new(),
         outside_ranges: Vec::new(),
+        reserved_or_excluded: Vec::new(),
         unreadable: Vec::new(),
         host_local_link: host_local::linked_dir(dir).map(|d| d.display().to_string()),
     };
@@ -219,9 +223,10 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
     if let Some(pool) = &pool {
         let mut allocated = vec![0u128; pool.range_sets.len()];
         for rec in &st.leases {
-            match pool.find(rec.ip) {
-                Some((set, _)) => allocated[set] += 1,
-                None => st.outside_ranges.push(rec.ip),
+            match (pool.usable_set(rec.ip), pool.find(rec.ip)) {
+                (Some(set), _) => allocated[set] += 1,
+                (None, Some(_)) => st.reserved_or_excluded.push(rec.ip),
+                (None, None) => st.outside_ranges.push(rec.ip),
             }
         }
         for (i, set) in pool.range_sets.iter().enumerate() {
@@ -294,7 +299,9 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
                 }
             }
             match &o.pool {
-                Some(pool) => writeln!(out, "Source: {} (node {}, pool {})", escape(&from), escape(&src.read.node), escape(pool))?,
+                Some(pool) => {
+                    writeln!(out, "Source: {} (node {}, pool {})", escape(&from), escape(&src.read.node), escape(pool))?
+                }
                 None => writeln!(out, "Source: {} (node {})", escape(&from), escape(&src.read.node))?,
             }
             let cidrs = escape(&o.cidrs.join(", "));
@@ -317,7 +324,13 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
         }
         writeln!(out, "Allocated addresses:")?;
         for rec in &n.leases {
-            let outside = if n.outside_ranges.contains(&rec.ip) { " [outside the configured ranges]" } else { "" };
+            let outside = if n.outside_ranges.contains(&rec.ip) {
+                " [outside the configured ranges]"
+            } else if n.reserved_or_excluded.contains(&rec.ip) {
+                " [reserved or excluded: not counted as allocated]"
+            } else {
+                ""
+            };
             let mut label = rec.owner_label();
             if ifnames.get(rec.container_id.as_str()).is_some_and(|i| i.len() > 1) {
                 label = format!("{label}, {}", rec.ifname);

@@ -11,6 +11,8 @@
 //! removes the namespaces, the bridge and cnitool's cached results, and restores the host's
 //! forwarding sysctls, which `isGateway` switches on.
 
+mod apiserver;
+
 use serde_json::{Value, json};
 use std::fs::{self, File};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -20,6 +22,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 const CNI_PLUGINS: &str = "/usr/lib/cni";
+const CARGO_DIR: &str = env!("CARGO_MANIFEST_DIR");
 /// Where libcni (and so cnitool) caches results; not configurable in cnitool.
 const CNI_RESULTS: &str = "/var/lib/cni/results";
 const NETNS_DIR: &str = "/run/netns";
@@ -495,4 +498,223 @@ fn bridge_ipv4_two_namespaces() {
 #[test]
 fn bridge_dual_stack_two_namespaces() {
     run_case("bridge_dual_stack_two_namespaces", Case { tag: "ds", x: 2, dual_stack: true });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every example conflist in conf/ (and below it), with the reference plugins installed.
+// ---------------------------------------------------------------------------------------------
+
+const CONF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/conf");
+
+/// `conf/**/*.conflist`, sorted, so that each keeps its index (and its names) from run to run.
+fn example_conflists() -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        let entries = fs::read_dir(dir).unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()));
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|x| x == "conflist") {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(Path::new(CONF_DIR), &mut out);
+    out.sort();
+    out
+}
+
+/// The names the test gives example `i`: network, bridge, namespace.
+struct Example {
+    i: usize,
+}
+
+impl Example {
+    fn network(&self) -> String {
+        format!("podcidr-e2e-ex{}", self.i)
+    }
+    fn bridge(&self) -> String {
+        let name = format!("pcdr-e2e-ex{}", self.i);
+        assert!(name.len() <= 15, "bridge name {name} is too long");
+        name
+    }
+    fn netns(&self) -> String {
+        format!("podcidr-e2e-ex{}", self.i)
+    }
+    fn clean_host(&self) {
+        if World::netns_path(&self.netns()).exists() {
+            quietly(ip().args(["netns", "del", &self.netns()]));
+        }
+        quietly(ip().args(["link", "del", &self.bridge()]));
+        let prefix = format!("{}-", self.network());
+        if let Ok(entries) = fs::read_dir(CNI_RESULTS) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
+    }
+}
+
+/// Removes what one example created, whatever happens.
+struct ExampleGuard<'a>(&'a Example);
+
+impl Drop for ExampleGuard<'_> {
+    fn drop(&mut self) {
+        self.0.clean_host();
+    }
+}
+
+/// A copy of `conflist` changed only where the test must: its network name, bridge name (so
+/// that nothing of the host's, such as a real `podnet` or `cni0`, is touched), and in the podcidr
+/// stanza the paths (dataDir, logFile), the kubeconfig of the stand-in API server, the node
+/// name, and a kubelet config file. cniVersion and the plugin list are left as they are.
+fn rewrite_example(conflist: &Value, ex: &Example, dir: &Path, kubeconfig: &Path, kubelet_yaml: &Path) -> Value {
+    let mut c = conflist.clone();
+    c["name"] = json!(ex.network());
+    let plugins = c["plugins"].as_array_mut().expect("a conflist has a plugins list");
+    for p in plugins {
+        if p.get("bridge").is_some() {
+            p["bridge"] = json!(ex.bridge());
+        }
+        let Some(ipam) = p.get_mut("ipam").filter(|i| i["type"] == "podcidr") else {
+            continue;
+        };
+        ipam["dataDir"] = json!(dir.join("data"));
+        ipam["logFile"] = json!(dir.join("podcidr.log"));
+        match ipam["mode"].as_str().unwrap_or("static") {
+            "kubernetes" | "crd" => {
+                ipam["kubeconfig"] = json!(kubeconfig);
+                ipam["nodeName"] = json!("node-manual");
+            }
+            "kubelet" => ipam["kubeletConfig"] = json!(kubelet_yaml),
+            _ => {}
+        }
+    }
+    c
+}
+
+#[test]
+fn every_example_conflist_sets_up_a_namespace_with_the_reference_plugins() {
+    const TEST: &str = "every_example_conflist_sets_up_a_namespace_with_the_reference_plugins";
+    if !prerequisites_met(TEST) {
+        return;
+    }
+    let started = Instant::now();
+    let lock_path = std::env::temp_dir().join("podcidr-e2e-examples.lock");
+    let lock = File::create(&lock_path).unwrap_or_else(|e| panic!("cannot create {}: {e}", lock_path.display()));
+    lock.lock().unwrap_or_else(|e| panic!("cannot lock {}: {e}", lock_path.display()));
+    let _forwarding = ForwardingGuard::new();
+
+    let server = apiserver::ApiServer::start(apiserver::API_VERSIONS[0]);
+    server.route_fixture("/api/v1/nodes/node-manual", "node-dualstack-manual.json");
+    server.route_fixture("/apis/cilium.io/v2/ciliumnodes/node-manual", "ciliumnode.json");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let kubeconfig = server.token_kubeconfig(scratch.path(), apiserver::TOKEN);
+    let kubelet_yaml = scratch.path().join("kubelet-config.yaml");
+    fs::write(
+        &kubelet_yaml,
+        "apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\npodCIDR: 10.244.3.0/24,fd00:10:244:3::/64\n",
+    )
+    .expect("write the kubelet config");
+    // An empty /proc for the kubelet mode, so that a kubelet running on this machine is not read.
+    let no_procs = scratch.path().join("proc");
+    fs::create_dir(&no_procs).expect("mkdir");
+    let plugin_dir = scratch.path().join("bin");
+    fs::create_dir(&plugin_dir).expect("mkdir");
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_podcidr"), plugin_dir.join("podcidr")).expect("symlink podcidr");
+
+    let examples = example_conflists();
+    assert!(examples.len() >= 4, "conf/ should hold the four mode examples: {examples:?}");
+    // One after another: several examples use the same subnets.
+    for (i, path) in examples.iter().enumerate() {
+        let shown = path.strip_prefix(CARGO_DIR).unwrap_or(path).display().to_string();
+        let ex = Example { i };
+        ex.clean_host();
+        let _guard = ExampleGuard(&ex);
+        let text = fs::read_to_string(path).unwrap_or_else(|e| panic!("{shown}: {e}"));
+        let original: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{shown} is not JSON: {e}"));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = rewrite_example(&original, &ex, dir.path(), &kubeconfig, &kubelet_yaml);
+        let conf_dir = dir.path().join("net.d");
+        fs::create_dir(&conf_dir).expect("mkdir");
+        fs::write(conf_dir.join(path.file_name().unwrap()), serde_json::to_vec_pretty(&conf).unwrap())
+            .expect("write the conflist");
+        must(ip().args(["netns", "add", &ex.netns()]));
+        let netns = World::netns_path(&ex.netns());
+
+        let cnitool = |verb: &str| {
+            let mut cmd = Command::new("cnitool");
+            cmd.args([verb, &ex.network()])
+                .arg(&netns)
+                .env("CNI_PATH", format!("{}:{CNI_PLUGINS}", plugin_dir.display()))
+                .env("NETCONFPATH", &conf_dir)
+                .env("PODCIDR_PROC_ROOT", &no_procs)
+                .env_remove("CAP_ARGS")
+                .env_remove("CNI_ARGS")
+                .env_remove("CNI_IFNAME")
+                .env_remove("CNI_COMMAND");
+            cmd
+        };
+        let context = |what: &str, out: &Output, cmd: &Command| {
+            let log = fs::read_to_string(dir.path().join("podcidr.log")).unwrap_or_default();
+            format!(
+                "{shown} (cniVersion {}): {what}\n{}\n--- podcidr.log\n{log}",
+                original["cniVersion"],
+                report(cmd, out)
+            )
+        };
+
+        let mut add = cnitool("add");
+        let out = run(&mut add);
+        assert!(out.status.success(), "{}", context("cnitool add failed", &out, &add));
+        let result: Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{}", context(&format!("no JSON result ({e})"), &out, &add)));
+        eprintln!("{shown}: ADD: {}", result["ips"]);
+        let ips = result_ips(&result);
+        assert!(!ips.is_empty(), "{shown}: no address: {result}");
+        for (addr, len) in &ips {
+            let family = if addr.is_ipv4() { "-4" } else { "-6" };
+            let on_eth0 = addrs_in_netns(&ex.netns(), family);
+            assert!(
+                on_eth0.iter().any(|(a, info)| a == addr && info["prefixlen"] == *len),
+                "{shown}: {addr}/{len} is not on eth0 in {}: {on_eth0:?}",
+                ex.netns()
+            );
+        }
+        // The bridge is the gateway (isGateway): the pod reaches it.
+        let gw4 = result["ips"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["gateway"].as_str()?.parse::<IpAddr>().ok())
+            .find(IpAddr::is_ipv4);
+        if let Some(gw) = gw4 {
+            ping(&ex.netns(), gw);
+        }
+        let mut status = Command::new(env!("CARGO_BIN_EXE_podcidr"));
+        status.arg("status").arg("--data-dir").arg(dir.path().join("data")).env_remove("CNI_COMMAND");
+        let listed = must(&mut status);
+        for (addr, _) in &ips {
+            assert!(
+                listed.lines().any(|l| l.trim_start().starts_with(&format!("{addr} ("))),
+                "{shown}: status: {listed}"
+            );
+        }
+
+        let mut check = cnitool("check");
+        let out = run(&mut check);
+        assert!(out.status.success(), "{}", context("cnitool check failed", &out, &check));
+        let mut del = cnitool("del");
+        let out = run(&mut del);
+        assert!(out.status.success(), "{}", context("cnitool del failed", &out, &del));
+        let leases = dir.path().join("data").join(ex.network()).join("leases");
+        let left: Vec<_> =
+            fs::read_dir(&leases).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+        assert!(left.is_empty(), "{shown}: {} still holds {left:?} after DEL", leases.display());
+        eprintln!("{shown}: ADD, CHECK, DEL passed with cniVersion {}", original["cniVersion"]);
+    }
+    eprintln!("{TEST}: {} conflists passed in {:.1?}", examples.len(), started.elapsed());
 }

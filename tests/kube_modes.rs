@@ -647,10 +647,11 @@ fn every_example_conflist_works() {
         let res = out.ok_json();
         assert_eq!(ips(&res).len(), 2, "{name}: dual stack: {res}");
         assert_eq!(ips(&res)[0], first, "{name}: {res}");
-        // STATUS is a CNI 1.1 verb.
-        if conflist["cniVersion"] == "1.1.0" {
-            Call::verb("STATUS").conf(&req).env("PODCIDR_PROC_ROOT", sb.root().to_str().unwrap()).run().ok_silent();
-        }
+        // STATUS is 1.1.0; the examples say 1.0.0 for the reference plugins Debian ships
+        // (conf/README.md), and a runtime that sends STATUS speaks 1.1.0.
+        let mut req = req;
+        req["cniVersion"] = json!("1.1.0");
+        Call::verb("STATUS").conf(&req).env("PODCIDR_PROC_ROOT", sb.root().to_str().unwrap()).run().ok_silent();
     }
 }
 

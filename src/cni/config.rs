@@ -128,8 +128,13 @@ pub struct Request {
 }
 
 impl Request {
+    /// `dataDir`, or the default when it is absent or empty (as host-local reads it); [`parse`]
+    /// has refused a relative one.
     pub fn data_dir(&self) -> PathBuf {
-        self.ipam.data_dir.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_DATA_DIR))
+        match &self.ipam.data_dir {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.clone(),
+            _ => PathBuf::from(DEFAULT_DATA_DIR),
+        }
     }
 
     /// Addresses asked for through `runtimeConfig.ips`, `args.cni.ips` and CNI_ARGS `IP=`.
@@ -152,7 +157,7 @@ impl Request {
 pub fn sniff_version(stdin: &[u8]) -> Option<SpecVersion> {
     #[derive(Deserialize)]
     struct V {
-        #[serde(rename = "cniVersion")]
+        #[serde(default, rename = "cniVersion")]
         v: String,
     }
     let v: V = serde_json::from_slice(stdin).ok()?;
@@ -160,6 +165,17 @@ pub fn sniff_version(stdin: &[u8]) -> Option<SpecVersion> {
 }
 
 pub fn parse(stdin: &[u8]) -> CniResult<Request> {
+    parse_with(stdin, false)
+}
+
+/// For DEL, which must release what an attachment holds whatever `cniVersion` says (a node
+/// whose conflist names a version we do not speak must still be able to tear pods down). An
+/// unknown version is read as the newest; DEL prints nothing on success either way.
+pub fn parse_any_version(stdin: &[u8]) -> CniResult<Request> {
+    parse_with(stdin, true)
+}
+
+fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
     let value: Value = serde_json::from_slice(stdin).map_err(|e| {
         CniError::new(code::DECODING_FAILURE, format!("the network config on stdin is not valid JSON: {e}"))
     })?;
@@ -170,11 +186,28 @@ pub fn parse(stdin: &[u8]) -> CniResult<Request> {
         let path = e.path().to_string();
         CniError::config(&path, e.into_inner())
     })?;
-    let version = SpecVersion::parse(&conf.cni_version)?;
+    let version = match SpecVersion::parse(&conf.cni_version) {
+        Err(_) if any_version => SpecVersion::V110,
+        v => v?,
+    };
     validate_network_name(&conf.name)?;
     let Some(ipam) = conf.ipam.take() else {
         return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
     };
+    if let Some(dir) = &ipam.data_dir
+        && !dir.as_os_str().is_empty()
+        && !dir.is_absolute()
+    {
+        // Relative to the runtime's working directory, two callers would keep two stores and
+        // hand out the same address twice.
+        return Err(CniError::config(
+            "ipam.dataDir",
+            format!(
+                "{} is a relative path; give an absolute one, or leave it out for {DEFAULT_DATA_DIR}",
+                dir.display()
+            ),
+        ));
+    }
     if let Some(level) = &ipam.log_level {
         crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
     }
@@ -219,9 +252,12 @@ mod tests {
 
     #[test]
     fn versions() {
-        assert_eq!(parse(br#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#).unwrap_err().code, 1);
-        assert_eq!(parse(br#"{"name":"n","ipam":{}}"#).unwrap_err().code, 1);
+        assert_eq!(parse(br#"{"cniVersion":"0.2.0","name":"n","ipam":{}}"#).unwrap().version, SpecVersion::V020);
+        assert_eq!(parse(br#"{"name":"n","ipam":{}}"#).unwrap().version, SpecVersion::V010);
         assert_eq!(parse(br#"{"cniVersion":"0.3.1","name":"n","ipam":{}}"#).unwrap().version, SpecVersion::V031);
+        assert_eq!(parse(br#"{"cniVersion":"9.9.9","name":"n","ipam":{}}"#).unwrap_err().code, 1);
+        assert!(parse_any_version(br#"{"cniVersion":"9.9.9","name":"n","ipam":{}}"#).is_ok());
+        assert_eq!(sniff_version(br#"{"name":"n"}"#), Some(SpecVersion::V010));
     }
 
     #[test]

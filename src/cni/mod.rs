@@ -40,7 +40,7 @@ fn handle(stdin: &mut Vec<u8>) -> CniResult<Option<String>> {
     }
     std::io::stdin().read_to_end(stdin).map_err(|e| CniError::io("cannot read the network config from stdin", &e))?;
     let env = env?;
-    let req = config::parse(stdin)?;
+    let req = if env.command == Command::Del { config::parse_any_version(stdin)? } else { config::parse(stdin)? };
     crate::log::init(req.ipam.log_file.as_deref(), req.ipam.log_level.as_deref());
     dispatch(&env, &req)
 }

@@ -2,13 +2,16 @@
 
 use super::error::{CniError, code};
 
-/// Newest first is not required by the spec; this order is the one VERSION prints.
-pub const SUPPORTED: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// Newest first is not required by the spec; this order is the one VERSION prints. 0.1.0 and
+/// 0.2.0 are served as host-local serves them, for nodes with old conflists.
+pub const SUPPORTED: [&str; 7] = ["0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
 pub const CURRENT: &str = "1.1.0";
 
 /// A supported spec version, ordered by age.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum SpecVersion {
+    V010,
+    V020,
     V030,
     V031,
     V040,
@@ -17,20 +20,16 @@ pub enum SpecVersion {
 }
 
 impl SpecVersion {
+    /// A missing `cniVersion` is 0.1.0, as libcni and host-local read it.
     pub fn parse(s: &str) -> Result<Self, CniError> {
         Ok(match s {
+            "" | "0.1.0" => Self::V010,
+            "0.2.0" => Self::V020,
             "0.3.0" => Self::V030,
             "0.3.1" => Self::V031,
             "0.4.0" => Self::V040,
             "1.0.0" => Self::V100,
             "1.1.0" => Self::V110,
-            "" => {
-                return Err(CniError::new(
-                    code::INCOMPATIBLE_VERSION,
-                    "cniVersion is missing from the network config (read as 0.1.0, which podcidr does not support)",
-                )
-                .with_details(supported_list()));
-            }
             other => {
                 return Err(CniError::new(code::INCOMPATIBLE_VERSION, format!("incompatible CNI version {other:?}"))
                     .with_details(supported_list()));
@@ -40,6 +39,8 @@ impl SpecVersion {
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Self::V010 => "0.1.0",
+            Self::V020 => "0.2.0",
             Self::V030 => "0.3.0",
             Self::V031 => "0.3.1",
             Self::V040 => "0.4.0",
@@ -48,7 +49,12 @@ impl SpecVersion {
         }
     }
 
-    /// Results before 1.0.0 carry `ips[].version`.
+    /// 0.1.0 and 0.2.0 results have one `ip4` and one `ip6` object instead of `ips`.
+    pub fn legacy_result(self) -> bool {
+        self < Self::V030
+    }
+
+    /// Results from 0.3.0 to 0.4.0 carry `ips[].version`.
     pub fn ips_carry_version(self) -> bool {
         self < Self::V100
     }

@@ -30,6 +30,13 @@ fn routes(req: &Request) -> CniResult<Vec<Value>> {
         if dst.and_then(|d| d.parse::<IpNet>().ok()).is_none() {
             return Err(CniError::config(&format!("ipam.routes[{i}].dst"), "must be a CIDR such as 0.0.0.0/0"));
         }
+        // As host-local: a gateway that is not an address (empty or null is none) is a config
+        // error here, not a failure in the main plugin later.
+        if let Some(gw) = r.get("gw").filter(|g| !g.is_null() && g.as_str() != Some(""))
+            && gw.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none()
+        {
+            return Err(CniError::config(&format!("ipam.routes[{i}].gw"), format!("{gw} is not an IP address")));
+        }
     }
     Ok(req.ipam.routes.clone())
 }
@@ -315,11 +322,13 @@ pub fn del(req: &Request, att: &Attachment) -> CniResult<()> {
 
 pub fn check(req: &Request, att: &Attachment) -> CniResult<()> {
     let pool = modes::pool(req)?;
-    let Some(prev) = &req.conf.prev_result else {
-        return Err(CniError::config("prevResult", "is missing; CHECK compares the lease with it"));
-    };
-    let Some(prev_ips) = prev_result_ips(prev) else {
-        return Err(CniError::config("prevResult.ips", "is not a list of {address} objects"));
+    // Without prevResult there is nothing to compare; as host-local, holding a lease passes.
+    let prev_ips = match &req.conf.prev_result {
+        None => None,
+        Some(prev) => Some(
+            prev_result_ips(prev)
+                .ok_or_else(|| CniError::config("prevResult.ips", "is not a list of {address} objects"))?,
+        ),
     };
     let failed = |msg: String| CniError::new(code::CHECK_FAILED, msg);
     let store = Store::open_if_present(&req.data_dir(), &req.conf.name)?;
@@ -331,6 +340,9 @@ pub fn check(req: &Request, att: &Attachment) -> CniResult<()> {
             "no complete lease for container {} interface {} in the configured ranges",
             att.container_id, att.ifname
         )));
+    };
+    let Some(prev_ips) = prev_ips else {
+        return Ok(());
     };
     let held: HashSet<IpAddr> = held.into_iter().map(|(_, ip)| ip).collect();
     for ip in &held {

@@ -24,11 +24,85 @@ pub type RangeSet = Vec<Range>;
 
 /// All range sets of a network plus the addresses never handed out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", from = "PoolDoc")]
 pub struct Pool {
     pub range_sets: Vec<RangeSet>,
-    #[serde(default)]
     pub exclude: Vec<IpNet>,
+    /// `exclude` as sorted, merged intervals: a lookup is a binary search, and a walk moves a
+    /// cursor along them, so 10,000 excludes cost about what none do.
+    #[serde(skip_serializing)]
+    excluded: Excluded,
+}
+
+/// What `pool.json` holds; the interval index is rebuilt from `exclude`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PoolDoc {
+    range_sets: Vec<RangeSet>,
+    #[serde(default)]
+    exclude: Vec<IpNet>,
+}
+
+impl From<PoolDoc> for Pool {
+    fn from(d: PoolDoc) -> Pool {
+        Pool { excluded: Excluded::new(&d.exclude), range_sets: d.range_sets, exclude: d.exclude }
+    }
+}
+
+/// Disjoint, sorted, non-adjacent closed intervals `(first, last)`, one list per family (IPv4
+/// values would otherwise collide with `::a.b.c.d`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Excluded {
+    v4: Vec<(u128, u128)>,
+    v6: Vec<(u128, u128)>,
+}
+
+impl Excluded {
+    fn new(nets: &[IpNet]) -> Excluded {
+        let merge = |v4: bool| {
+            let mut iv: Vec<(u128, u128)> = nets
+                .iter()
+                .filter(|n| n.addr().is_ipv4() == v4)
+                .map(|n| (to_u128(n.network()), to_u128(n.broadcast())))
+                .collect();
+            iv.sort_unstable();
+            let mut out: Vec<(u128, u128)> = Vec::with_capacity(iv.len());
+            for (lo, hi) in iv {
+                match out.last_mut() {
+                    Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
+                    _ => out.push((lo, hi)),
+                }
+            }
+            out
+        };
+        Excluded { v4: merge(true), v6: merge(false) }
+    }
+
+    fn family(&self, v4: bool) -> &[(u128, u128)] {
+        if v4 { &self.v4 } else { &self.v6 }
+    }
+
+    /// Index of the first interval that ends at or after `v`.
+    fn from(list: &[(u128, u128)], v: u128) -> usize {
+        list.partition_point(|&(_, hi)| hi < v)
+    }
+
+    /// The interval holding `ip`, if any.
+    fn covering(&self, ip: IpAddr) -> Option<(u128, u128)> {
+        let list = self.family(ip.is_ipv4());
+        let v = to_u128(ip);
+        list.get(Self::from(list, v)).copied().filter(|&(lo, _)| lo <= v)
+    }
+
+    /// How many addresses of `lo..=hi` are excluded.
+    fn count_in(&self, v4: bool, lo: u128, hi: u128) -> u128 {
+        let list = self.family(v4);
+        list[Self::from(list, lo)..]
+            .iter()
+            .take_while(|&&(elo, _)| elo <= hi)
+            .map(|&(elo, ehi)| (ehi.min(hi) - elo.max(lo)).saturating_add(1))
+            .fold(0u128, u128::saturating_add)
+    }
 }
 
 pub fn to_u128(ip: IpAddr) -> u128 {
@@ -173,7 +247,30 @@ impl Pool {
                 }
             }
         }
-        Ok(Pool { range_sets, exclude })
+        let pool = Pool { excluded: Excluded::new(&exclude), range_sets, exclude };
+        for (i, set) in pool.range_sets.iter().enumerate() {
+            if pool.capacity(i) > 0 {
+                continue;
+            }
+            let excludes_some = set.iter().any(|r| {
+                pool.excluded.count_in(r.range_start.is_ipv4(), to_u128(r.range_start), to_u128(r.range_end)) > 0
+            });
+            let described = describe_set(set);
+            return Err(if excludes_some {
+                CniError::config(
+                    "ipam.exclude",
+                    format!("leaves range set {i} ({described}) with no address to hand out"),
+                )
+            } else {
+                CniError::config(
+                    &format!("ipam.ranges[{i}]"),
+                    format!(
+                        "has no address to hand out ({described} holds only the gateway, network or broadcast address)"
+                    ),
+                )
+            });
+        }
+        Ok(pool)
     }
 
     /// The range set and range holding `ip`.
@@ -181,8 +278,15 @@ impl Pool {
         self.range_sets.iter().enumerate().find_map(|(i, s)| s.iter().find(|r| r.contains(ip)).map(|r| (i, r)))
     }
 
-    fn excluded_by(&self, ip: IpAddr) -> Option<&IpNet> {
-        self.exclude.iter().find(|n| n.contains(&ip))
+    fn is_excluded(&self, ip: IpAddr) -> bool {
+        self.excluded.covering(ip).is_some()
+    }
+
+    /// The range set `ip` belongs to when an ADD could hand it out (in a range, not reserved,
+    /// not excluded): what `podcidr status` counts as allocated.
+    pub fn usable_set(&self, ip: IpAddr) -> Option<usize> {
+        let (set, _) = self.find(ip)?;
+        self.check_usable(set, ip).ok().map(|_| set)
     }
 
     /// Whether `ip` may be handed out from range set `set`, ignoring current leases.
@@ -191,42 +295,35 @@ impl Pool {
         if r.is_reserved(ip) {
             return Err(Unusable::Reserved);
         }
-        if self.excluded_by(ip).is_some() {
+        if self.is_excluded(ip) {
             return Err(Unusable::Excluded);
         }
         Ok(r)
     }
 
-    /// How many addresses of set `set` can be handed out in all.
+    /// How many addresses of set `set` can be handed out in all: exactly what a walk yields.
     pub fn capacity(&self, set: usize) -> u128 {
-        let exclude = ipnet::IpNet::aggregate(&self.exclude);
         self.range_sets[set]
             .iter()
             .map(|r| {
+                let v4 = r.range_start.is_ipv4();
                 let (lo, hi) = (to_u128(r.range_start), to_u128(r.range_end));
                 if lo > hi {
                     return 0;
                 }
-                let mut n = (hi - lo).saturating_add(1);
-                for e in &exclude {
-                    if e.addr().is_ipv4() != r.range_start.is_ipv4() {
-                        continue;
-                    }
-                    let (elo, ehi) = (to_u128(e.network()), to_u128(e.broadcast()));
-                    if elo <= hi && lo <= ehi {
-                        n = n.saturating_sub((ehi.min(hi) - elo.max(lo)).saturating_add(1));
-                    }
-                }
+                let n = (hi - lo).saturating_add(1) - self.excluded.count_in(v4, lo, hi);
+                // The gateway may also be the network or the broadcast address: count each once.
                 let mut reserved = vec![r.gateway, r.subnet.network()];
-                if r.subnet.addr().is_ipv4() {
+                if v4 {
                     reserved.push(r.subnet.broadcast());
                 }
+                reserved.sort_unstable();
                 reserved.dedup();
                 let reserved_in_range =
-                    reserved.iter().filter(|ip| r.contains(**ip) && self.excluded_by(**ip).is_none()).count();
+                    reserved.iter().filter(|ip| r.contains(**ip) && !self.is_excluded(**ip)).count();
                 n.saturating_sub(reserved_in_range as u128)
             })
-            .sum()
+            .fold(0u128, u128::saturating_add)
     }
 
     /// Every usable address of set `set` once, starting after `last` when it is in the set
@@ -256,19 +353,38 @@ impl Pool {
             }
         }
         segments.reverse();
-        Walk { pool: self, set, segments, cur: None }
+        let excluded = self.excluded.family(ranges.first().is_none_or(|r| r.range_start.is_ipv4()));
+        Walk { pool: self, set, segments, cur: None, excluded, next_excluded: 0 }
     }
 }
 
+/// `exclude` entries: an address, or a CIDR whose host bits are zero (a typo such as
+/// `10.63.0.250/24` for `/32` would otherwise exclude the whole /24).
 pub fn parse_exclude(items: &[String]) -> CniResult<Vec<IpNet>> {
     items
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let field = format!("ipam.exclude[{i}]");
             let s = s.trim();
-            s.parse::<IpNet>().map(|n| n.trunc()).or_else(|_| s.parse::<IpAddr>().map(IpNet::from)).map_err(|_| {
-                CniError::config(&format!("ipam.exclude[{i}]"), format!("{s:?} is neither an address nor a CIDR"))
-            })
+            if let Ok(ip) = s.parse::<IpAddr>() {
+                return Ok(IpNet::from(ip));
+            }
+            let net = s
+                .parse::<IpNet>()
+                .map_err(|_| CniError::config(&field, format!("{s:?} is neither an address nor a CIDR")))?;
+            if net.addr() != net.network() {
+                return Err(CniError::config(
+                    &field,
+                    format!(
+                        "{net} has host bits set; write {} for the network or {}/{} for the one address",
+                        net.trunc(),
+                        net.addr(),
+                        net.max_prefix_len()
+                    ),
+                ));
+            }
+            Ok(net)
         })
         .collect()
 }
@@ -280,6 +396,10 @@ pub struct Walk<'a> {
     /// (range index, next value, last value), in reverse order of visiting.
     segments: Vec<(usize, u128, u128)>,
     cur: Option<(usize, u128, u128)>,
+    /// The set's family of [`Excluded`], and the first of them not yet behind the walk in the
+    /// current segment: a walk only moves forward within a segment, so this cursor only does.
+    excluded: &'a [(u128, u128)],
+    next_excluded: usize,
 }
 
 impl Iterator for Walk<'_> {
@@ -290,17 +410,23 @@ impl Iterator for Walk<'_> {
             let (ri, v, hi) = match self.cur {
                 Some(seg) if seg.1 <= seg.2 => seg,
                 _ => {
-                    self.cur = Some(self.segments.pop()?);
+                    let seg = self.segments.pop()?;
+                    self.next_excluded = Excluded::from(self.excluded, seg.1);
+                    self.cur = Some(seg);
                     continue;
                 }
             };
-            let r = &self.pool.range_sets[self.set][ri];
-            let ip = from_u128(r.range_start, v);
-            if let Some(e) = self.pool.excluded_by(ip) {
-                let end = to_u128(e.broadcast());
+            while self.excluded.get(self.next_excluded).is_some_and(|&(_, ehi)| ehi < v) {
+                self.next_excluded += 1;
+            }
+            if let Some(&(elo, end)) = self.excluded.get(self.next_excluded)
+                && elo <= v
+            {
                 self.cur = if end >= hi { None } else { Some((ri, end + 1, hi)) };
                 continue;
             }
+            let r = &self.pool.range_sets[self.set][ri];
+            let ip = from_u128(r.range_start, v);
             // `v` may be u128::MAX at the very top of the IPv6 space; then the segment is done.
             self.cur = if v == hi { None } else { Some((ri, v + 1, hi)) };
             if r.is_reserved(ip) {
@@ -395,5 +521,77 @@ mod tests {
         assert_eq!(p.check_usable(0, ip("10.0.0.9")).unwrap_err(), Unusable::Excluded);
         assert_eq!(p.check_usable(0, ip("10.0.1.1")).unwrap_err(), Unusable::NotInRange);
         assert_eq!(p.capacity(0), 252);
+    }
+
+    /// Issue 10 point 12: the gateway as the range's last address (here also the broadcast
+    /// address) was subtracted twice.
+    #[test]
+    fn capacity_counts_a_gateway_that_is_also_the_broadcast_address_once() {
+        let p = pool(r#"{"ranges":[[{"subnet":"10.0.0.0/29","rangeEnd":"10.0.0.7","gateway":"10.0.0.7"}]]}"#).unwrap();
+        assert_eq!(ips(&p, None), ["10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4", "10.0.0.5", "10.0.0.6"]);
+        assert_eq!(p.capacity(0), 6);
+    }
+
+    #[test]
+    fn exclude_with_host_bits_is_code_7_naming_the_entry() {
+        let e = pool(r#"{"subnet":"10.63.0.0/24","exclude":["10.63.0.7","10.63.0.250/24"]}"#).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("ipam.exclude[1]: 10.63.0.250/24 has host bits set"), "{}", e.msg);
+        assert!(e.msg.contains("10.63.0.250/32"), "{}", e.msg);
+        assert!(pool(r#"{"subnet":"10.63.0.0/24","exclude":["10.63.0.248/29","fd00::/64"]}"#).is_ok());
+    }
+
+    #[test]
+    fn a_range_set_left_with_no_address_is_code_7() {
+        let e = pool(r#"{"subnet":"10.63.0.0/24","exclude":["10.63.0.0/25","10.63.0.128/25"]}"#).unwrap_err();
+        assert_eq!(e.code, 7);
+        assert!(e.msg.starts_with("ipam.exclude: leaves range set 0 (10.63.0.1-10.63.0.254)"), "{}", e.msg);
+        let e = pool(r#"{"subnet":"10.63.0.0/30","rangeStart":"10.63.0.1","rangeEnd":"10.63.0.1"}"#).unwrap_err();
+        assert!(e.msg.starts_with("ipam.ranges[0]: has no address"), "{}", e.msg);
+        // One address left is enough.
+        let p = pool(r#"{"subnet":"10.63.0.0/24","exclude":["10.63.0.0/25","10.63.0.128/26","10.63.0.192/27","10.63.0.224/28","10.63.0.240/29","10.63.0.248/30","10.63.0.252","10.63.0.254/31"]}"#).unwrap();
+        assert_eq!(ips(&p, None), ["10.63.0.253"]);
+        assert_eq!(p.capacity(0), 1);
+    }
+
+    /// The merged-interval index gives what a plain scan of `exclude` gives, from any start.
+    #[test]
+    fn walk_and_capacity_agree_with_a_plain_scan_of_exclude() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..200 {
+            let excl: Vec<String> = (0..rnd(12))
+                .map(|_| {
+                    let len = 28 + rnd(5) as u8;
+                    let net = IpNet::new(IpAddr::V4(Ipv4Addr::new(10, 0, 0, rnd(64) as u8)), len).unwrap().trunc();
+                    net.to_string()
+                })
+                .chain(std::iter::once("fd00::/120".to_string()))
+                .collect();
+            let conf = serde_json::json!({
+                "ranges": [[{"subnet": "10.0.0.0/27", "rangeStart": "10.0.0.3"}, {"subnet": "10.0.0.32/27"}]],
+                "exclude": excl,
+            });
+            let Ok(p) = pool(&conf.to_string()) else { continue };
+            let nets = parse_exclude(&excl).unwrap();
+            let plain = |ip: &IpAddr| {
+                p.range_sets[0].iter().any(|r| r.contains(*ip) && !r.is_reserved(*ip))
+                    && !nets.iter().any(|n| n.contains(ip))
+            };
+            let all: Vec<IpAddr> = (0u32..64).map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i))).collect();
+            let expect: Vec<IpAddr> = all.iter().copied().filter(plain).collect();
+            assert_eq!(p.capacity(0), expect.len() as u128, "{conf}");
+            for last in std::iter::once(None).chain(all.iter().map(|ip| Some(*ip))) {
+                let mut got: Vec<IpAddr> = p.walk(0, last).collect();
+                assert_eq!(got.len(), expect.len(), "{conf} from {last:?}");
+                got.sort();
+                assert_eq!(got, expect, "{conf} from {last:?}");
+            }
+        }
     }
 }

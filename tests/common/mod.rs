@@ -15,6 +15,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use tempfile::TempDir;
 
 pub const VERSIONS: [&str; 5] = ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"];
+/// The versions whose results have host-local's 0.2.0 shape (`ip4`/`ip6`), also spoken.
+pub const LEGACY_VERSIONS: [&str; 2] = ["0.1.0", "0.2.0"];
 pub const BIN: &str = env!("CARGO_BIN_EXE_podcidr");
 pub const IFNAME: &str = "eth0";
 /// The boot ID of [`Call::fixed_boot`].
@@ -300,7 +302,11 @@ impl Out {
         let obj = v.as_object().unwrap_or_else(|| panic!("error is not a JSON object\n{}", self.context()));
         assert_eq!(obj.get("code").and_then(Value::as_u64), Some(code), "wrong error code\n{}", self.context());
         let version = obj.get("cniVersion").and_then(Value::as_str).unwrap_or("");
-        assert!(VERSIONS.contains(&version), "error without a supported cniVersion\n{}", self.context());
+        assert!(
+            VERSIONS.contains(&version) || LEGACY_VERSIONS.contains(&version),
+            "error without a supported cniVersion\n{}",
+            self.context()
+        );
         assert!(
             obj.get("msg").and_then(Value::as_str).is_some_and(|m| !m.is_empty()),
             "error without msg\n{}",
