@@ -40,7 +40,6 @@ fn crd_yaml_is_the_generated_crd() {
 }
 
 #[test]
-#[ignore = "until the `crd` subcommand is wired in src/operator/mod.rs to crd::print_crd"]
 fn crd_subcommand_prints_crd_yaml() {
     let out = Command::new(env!("CARGO_BIN_EXE_podcidr-operator")).arg("crd").output().unwrap();
     assert!(out.status.success(), "{out:?}");

@@ -76,7 +76,6 @@ async fn an_unreadable_kubeconfig_is_an_error_naming_it() {
 /// The binary as a user runs it. Ignored until `status` is wired in src/operator/mod.rs to
 /// `status::run`.
 #[test]
-#[ignore = "until the `status` subcommand is wired in src/operator/mod.rs to status::run"]
 fn the_status_subcommand_prints_text_and_json() {
     let server = ApiServer::start(VERSION);
     server.route_fixture("/api/v1/nodes", "node-list.json");

@@ -410,19 +410,6 @@ pub fn unlink(store: &Store) -> CniResult<()> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::parse_lease;
-
-    #[test]
-    fn both_host_local_formats() {
-        assert_eq!(parse_lease("abc\r\neth1", "eth0"), Some(("abc".into(), "eth1".into())));
-        assert_eq!(parse_lease("abc", "eth0"), Some(("abc".into(), "eth0".into())));
-        assert_eq!(parse_lease("abc\n", "eth0"), Some(("abc".into(), "eth0".into())));
-        assert_eq!(parse_lease("", "eth0"), None);
-    }
-}
-
 /// Reads one of host-local's small files (outside podcidr's store, so by path): never through a
 /// symlink, never blocking on a FIFO, regular files only.
 fn read_small(path: &Path) -> io::Result<Vec<u8>> {
@@ -434,4 +421,17 @@ fn read_small(path: &Path) -> io::Result<Vec<u8>> {
     let mut buf = Vec::with_capacity(512);
     file.read_to_end(&mut buf)?;
     Ok(buf)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_lease;
+
+    #[test]
+    fn both_host_local_formats() {
+        assert_eq!(parse_lease("abc\r\neth1", "eth0"), Some(("abc".into(), "eth1".into())));
+        assert_eq!(parse_lease("abc", "eth0"), Some(("abc".into(), "eth0".into())));
+        assert_eq!(parse_lease("abc\n", "eth0"), Some(("abc".into(), "eth0".into())));
+        assert_eq!(parse_lease("", "eth0"), None);
+    }
 }
