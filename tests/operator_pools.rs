@@ -202,6 +202,40 @@ fn a_pool_deleted_while_in_use_is_held_until_empty() {
 }
 
 #[test]
+fn a_deleted_pool_stays_held_across_a_restart_until_its_last_node_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    // Two slices, both taken.
+    api.create(POOLS, &pool("p", Some(labels(&[("pool", "p")])), &["10.61.0.0/25"], 26));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("pool", "p")]);
+    api.create_node("n2", &[("pool", "p")]);
+    let (c1, c2) = (wait_cidr(&api, "n1"), wait_cidr(&api, "n2"));
+    assert!(within(&c1, "10.61.0.0/25") && within(&c2, "10.61.0.0/25"));
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_some_and(|p| {
+        p["metadata"]["finalizers"].as_array().is_some_and(|f| f.contains(&json!("podcidr.io/drain")))
+    })));
+    let (s, _) = api.delete(&format!("{POOLS}/p"));
+    assert_eq!(s, 200);
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(2)));
+    op.kill();
+    let _op2 = start(&api, dir.path(), "op-b");
+    // The new run must know the slices as the deleted pool's, not as foreign ones: it keeps the
+    // finalizer and reports them draining.
+    api.create_node("n3", &[("pool", "p")]);
+    assert!(within(&wait_cidr(&api, "n3"), "10.244.0.0/16"), "a deleted pool serves no new node");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(2)
+        && cond_status(api, "p", "Draining").as_deref() == Some("True")));
+    assert!(get_pool(&api, "p").is_some(), "held by its finalizer across the restart");
+    api.delete_node("n1");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(1)));
+    assert!(get_pool(&api, "p").is_some(), "n2 still holds {c2}");
+    api.delete_node("n2");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_none()), "gone once no node holds a CIDR of it");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+#[test]
 fn a_mask_change_and_overlapping_pools_are_refused_with_a_clear_condition() {
     let dir = tempfile::tempdir().unwrap();
     let api = KubeApi::start("v1.36.2");

@@ -65,11 +65,21 @@ pub enum Input {
     Cilium(Result<Event<DynamicObject>, watcher::Error>),
     Written(Box<Plan>, Outcome),
     /// The pool set changed (flags and PodCIDRPools); the answer carries the problems.
-    Pools(Vec<PoolSpec>, tokio::sync::oneshot::Sender<Vec<PoolProblem>>),
+    Pools(PoolSet, tokio::sync::oneshot::Sender<Vec<PoolProblem>>),
     /// The PodCIDRPools are listed (or there is no CRD): part of the restore.
     PoolsListed,
     /// The pool reconciler wants the current counts.
     Stats(tokio::sync::oneshot::Sender<Snapshot>),
+}
+
+/// The pools as the API has them.
+#[derive(Debug, Clone, Default)]
+pub struct PoolSet {
+    /// The pools that serve.
+    pub active: Vec<PoolSpec>,
+    /// Deleted pools still held by their finalizer. They serve nobody; the restore needs them
+    /// to know that the slices nodes hold in them are draining, not foreign.
+    pub deleted: Vec<PoolSpec>,
 }
 
 /// Counts for the pool statuses.
@@ -127,6 +137,7 @@ pub struct Controller {
     cilium_list: Listing,
     restored: bool,
     pools_listed: bool,
+    deleted_pools: Vec<PoolSpec>,
     /// (node, CIDR) already reported as foreign or conflicting.
     reported: BTreeSet<(String, IpNet)>,
     published: BTreeSet<(String, String)>,
@@ -154,6 +165,7 @@ impl Controller {
             cilium_list,
             restored: false,
             pools_listed: false,
+            deleted_pools: Vec::new(),
             reported: BTreeSet::new(),
             published: BTreeSet::new(),
             dirty: true,
@@ -313,14 +325,22 @@ impl Controller {
         self.sh.ready.set(true);
     }
 
-    /// After a restart, a CIDR removed from a pool while nodes held slices of it is outside
-    /// every pool: the nodes' `podcidr.io/pool` annotation says whose it was. Handing the pool
-    /// those slices for a moment and taking them away again makes them draining in that pool
-    /// (counted, never handed out, forgotten with their last node), as before the restart.
+    /// After a restart, a CIDR removed from a pool while nodes held slices of it, and every CIDR
+    /// of a pool deleted while in use, is outside every active pool: the deleted pool's spec and
+    /// the nodes' `podcidr.io/pool` annotation say whose it was. Handing the pool those CIDRs
+    /// for a moment and taking them away again makes them draining in that pool (counted, never
+    /// handed out, forgotten with their last node, and holding a deleted pool's finalizer), as
+    /// before the restart.
     fn restore_draining(&mut self) {
         let current: Vec<PoolSpec> = self.alloc.pools().into_iter().cloned().collect();
         let mut grown = current.clone();
         let mut any = false;
+        for d in &self.deleted_pools {
+            if !grown.iter().any(|p| p.name == d.name) {
+                grown.push(d.clone());
+                any = true;
+            }
+        }
         for (node, cidr) in self.alloc.foreign() {
             let Some(pool) = self.nodes.get(&node).and_then(|n| n.pool.clone()) else { continue };
             let Some(spec) = grown.iter_mut().find(|p| p.name == pool) else { continue };
@@ -328,7 +348,7 @@ impl Controller {
                 IpNet::V4(_) => spec.ipv4.as_mut(),
                 IpNet::V6(_) => spec.ipv6.as_mut(),
             };
-            if let Some(f) = fam.filter(|f| f.mask == cidr.prefix_len()) {
+            if let Some(f) = fam.filter(|f| f.mask == cidr.prefix_len() && !f.cidrs.iter().any(|c| c.contains(&cidr))) {
                 f.cidrs.push(cidr);
                 any = true;
             }
@@ -390,7 +410,8 @@ impl Controller {
             Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
             Input::Written(plan, outcome) => self.written(*plan, outcome),
             Input::Pools(pools, reply) => {
-                let problems = self.alloc.set_pools(pools);
+                self.deleted_pools = pools.deleted;
+                let problems = self.alloc.set_pools(pools.active);
                 self.dirty = true;
                 self.wake_waiting();
                 let _ = reply.send(problems);

@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use super::allocator::{Family, FamilySpec, PoolSpec, PoolStats};
-use super::controller::{Input, Shared};
+use super::controller::{Input, PoolSet, Shared};
 use super::crd::{
     CONDITION_DRAINING, CONDITION_EXHAUSTED, CONDITION_READY, DEFAULT_POOL, DRAIN_FINALIZER, PodCIDRPool,
     PodCIDRPoolSpec, PodCIDRPoolStatus, PoolFamilySpec, PoolFamilyStatus,
@@ -224,12 +224,20 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
             // The pool set: the flag pool wins for `default`; a spec refused keeps its last
             // accepted form; deleted pools are left out (they drain).
             let mut specs = Vec::new();
+            let mut deleted = Vec::new();
             problems.clear();
             if let Some(fp) = &flag_pool {
                 specs.push(fp.clone());
             }
             for (name, p) in &pools {
-                if (flag_pool.is_some() && name == DEFAULT_POOL) || p.meta().deletion_timestamp.is_some() {
+                if flag_pool.is_some() && name == DEFAULT_POOL {
+                    continue;
+                }
+                if p.meta().deletion_timestamp.is_some() {
+                    // Its last accepted form, or its spec if this run never accepted it.
+                    if let Some(s) = accepted.get(name).cloned().or_else(|| to_pool_spec(name, &p.spec).ok()) {
+                        deleted.push(s);
+                    }
                     continue;
                 }
                 match to_pool_spec(name, &p.spec) {
@@ -242,7 +250,8 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
                     }
                 }
             }
-            let Some(refused) = ask(&tx, |r| Input::Pools(specs.clone(), r)).await else { return };
+            let set = PoolSet { active: specs.clone(), deleted };
+            let Some(refused) = ask(&tx, |r| Input::Pools(set, r)).await else { return };
             for pr in refused {
                 tracing::warn!("{pr}");
                 problems.entry(pr.pool.clone()).or_insert(pr.message);
