@@ -329,3 +329,63 @@ fn transient_api_errors_are_retried() {
         );
     }
 }
+
+#[test]
+fn a_leader_whose_lease_is_taken_exits_and_writes_nothing_more() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let mut op = Operator::start(&api, dir.path(), "op-a", &POOL);
+    api.create_node("node-a", &[]);
+    wait_assigned(&api, &["node-a".to_string()]);
+    assert_eq!(lease_holder(&api).as_deref(), Some("op-a"));
+    // Someone else holds the Lease now, for an hour (a split brain, or an admin's hand).
+    let lease = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/podcidr-operator";
+    let now = api.get(lease).unwrap()["spec"]["renewTime"].clone();
+    let (s, _) = api.merge_patch(
+        lease,
+        &json!({"spec": {"holderIdentity": "thief", "leaseDurationSeconds": 3600, "renewTime": now, "acquireTime": now}}),
+    );
+    assert_eq!(s, 200);
+    let stolen = api.requests().len();
+    assert!(api.wait_for(SOON, |_| !op.alive()), "op-a exits once it sees the lease taken");
+    let status = op.child.wait().unwrap();
+    assert!(!status.success(), "a lost lease is a failure exit, so the Deployment restarts it: {status}");
+    assert!(op.log().contains("lease"), "the log says why it exits:\n{}", op.log());
+    let after: Vec<String> = api.requests()[stolen..]
+        .iter()
+        .filter(|l| l.who == "op-a" && l.path.starts_with("/api/v1/nodes") && l.method != "GET")
+        .map(|l| format!("{} {}", l.method, l.path))
+        .collect();
+    assert!(after.is_empty(), "op-a wrote to Nodes after losing the lease: {after:?}");
+    assert_eq!(lease_holder(&api).as_deref(), Some("thief"), "and it left the thief's lease alone");
+}
+
+#[test]
+fn a_422_from_someone_elses_cidr_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let op = Operator::start(&api, dir.path(), "op-a", &POOL);
+    // kube-controller-manager (say) sets node-x's CIDR just before the operator's write lands.
+    api.race_next(
+        "PATCH",
+        "/api/v1/nodes/node-x",
+        json!({"spec": {"podCIDR": "10.99.0.0/24", "podCIDRs": ["10.99.0.0/24"]}}),
+    );
+    api.create_node("node-x", &[]);
+    assert!(
+        api.wait_for(SOON, |api| !events_for(api, "node-x", "CIDRAssignmentFailed").is_empty()),
+        "a Warning Event on node-x says the write was refused"
+    );
+    assert_eq!(api.count("PATCH", "/api/v1/nodes/node-x", Some(422)), 1, "the API server refused the change");
+    let ev = &events_for(&api, "node-x", "CIDRAssignmentFailed")[0];
+    assert_eq!(ev["type"], "Warning");
+    assert!(ev["message"].as_str().unwrap_or("").contains("left as it is"), "{ev}");
+    // The other writer's CIDR stays, is held (so never handed out again) and counted foreign.
+    api.create_node("node-y", &[]);
+    wait_assigned(&api, &["node-y".to_string()]);
+    let cidrs = api.node_cidrs();
+    assert_eq!(cidrs["node-x"], vec!["10.99.0.0/24".to_string()]);
+    assert_no_overlap(&cidrs);
+    assert!(api.wait_for(SOON, |_| op.metric("podcidr_pool_foreign_cidrs", &[]) == Some(1.0)));
+    assert_eq!(api.count("PATCH", "/api/v1/nodes/node-x", Some(200)), 0, "node-x was left alone");
+}

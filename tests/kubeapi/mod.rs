@@ -180,6 +180,14 @@ pub struct Logged {
     pub body: String,
 }
 
+/// Another client's merge patch, applied just before the next matching request is handled:
+/// a writer that wins a race, deterministically.
+struct Race {
+    method: String,
+    path: String,
+    patch: Value,
+}
+
 /// The answer injected for the next matching requests.
 struct Fault {
     method: Option<String>,
@@ -204,6 +212,7 @@ struct Store {
     down: bool,
     resources: Vec<ResDef>,
     faults: Vec<Fault>,
+    races: Vec<Race>,
     log: Vec<Logged>,
     gc: bool,
     validators: Vec<(String, Validator)>,
@@ -1725,6 +1734,17 @@ fn serve_conn(shared: Arc<Shared>, stream: TcpStream, config: Arc<rustls::Server
             let answer = {
                 let mut st = shared.lock();
                 let is_write = matches!(req.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
+                if let Some(i) = st.races.iter().position(|r| r.method == req.method && r.path == req.path) {
+                    let race = st.races.remove(i);
+                    let other = Req {
+                        method: "PATCH".into(),
+                        path: race.path,
+                        query: vec![],
+                        headers: vec![("Content-Type".into(), "application/merge-patch+json".into())],
+                        body: serde_json::to_vec(&race.patch).unwrap_or_default(),
+                    };
+                    let _ = st.handle(&other);
+                }
                 let fault = st.faults.iter_mut().find(|f| {
                     f.remaining > 0
                         && req.path.starts_with(&f.path_prefix)
@@ -1890,6 +1910,7 @@ impl KubeApi {
                 down: false,
                 resources: builtin_resources(),
                 faults: vec![],
+                races: vec![],
                 log: vec![],
                 gc: true,
                 validators: vec![],
@@ -2114,6 +2135,12 @@ impl KubeApi {
             remaining: n,
             status,
         });
+    }
+
+    /// Another client wins a race: just before the next `method` request to exactly `path` is
+    /// handled, `patch` (a merge patch) is applied to that object as if someone else had sent it.
+    pub fn race_next(&self, method: &str, path: &str, patch: Value) {
+        self.shared.lock().races.push(Race { method: method.into(), path: path.into(), patch });
     }
 
     /// Down: open connections are cut, new ones closed at once, watches end. Up again with false.
