@@ -22,6 +22,10 @@
 //! single-address excludes, in the same iterations; `--excludes-only` runs just that (after the
 //! warm-up).
 //!
+//! `--against BIN --against-only` times this podcidr against another build of it (an earlier
+//! commit; `scripts/bench.sh --against REV` builds one) on empty stores, alternating, request
+//! by request: VERSION, ADD, CHECK, DEL. It shows whether a change moved the plugin's exec cost.
+//!
 //! The last section runs podcidr's kubernetes mode, reading the Node from the tests' stand-in
 //! API server (`tests/apiserver`), beside static with the same ranges; `--kube-only` runs just
 //! that (after the warm-up).
@@ -217,12 +221,17 @@ struct Opts {
     kube_only: bool,
     /// Only the warm-up and the exclude section.
     excludes_only: bool,
+    /// Another build of podcidr, timed against this one.
+    against: Option<PathBuf>,
+    /// Only the warm-up and the A/B section against it.
+    against_only: bool,
 }
 
 fn parse_args() -> Res<Opts> {
     let mut args = std::env::args().skip(1);
     let (mut podcidr, mut host_local, mut noop, mut work, mut out) = (None, None, None, None, None);
     let (mut smoke, mut kube_only, mut excludes_only) = (false, false, false);
+    let (mut against, mut against_only) = (None, false);
     while let Some(a) = args.next() {
         let mut val = || args.next().ok_or_else(|| format!("{a} needs a value"));
         match a.as_str() {
@@ -234,6 +243,8 @@ fn parse_args() -> Res<Opts> {
             "--smoke" => smoke = true,
             "--kube-only" => kube_only = true,
             "--excludes-only" => excludes_only = true,
+            "--against" => against = Some(PathBuf::from(val()?)),
+            "--against-only" => against_only = true,
             // cargo bench passes --bench to every harness = false target.
             "--bench" => {}
             other => return Err(format!("unknown argument {other}")),
@@ -248,6 +259,8 @@ fn parse_args() -> Res<Opts> {
         smoke,
         kube_only,
         excludes_only,
+        against,
+        against_only,
     })
 }
 
@@ -271,6 +284,8 @@ struct Plan {
     excl_leases: usize,
     excl_count: usize,
     excl_iters: usize,
+    /// Iterations of the A/B section (each runs every verb once per build).
+    ab_iters: usize,
 }
 
 fn full_iters(size: usize) -> usize {
@@ -302,6 +317,7 @@ impl Plan {
                 excl_leases: 300,
                 excl_count: 50,
                 excl_iters: 2,
+                ab_iters: 4,
             }
         } else {
             Plan {
@@ -320,6 +336,7 @@ impl Plan {
                 excl_leases: 60_000,
                 excl_count: 10_000,
                 excl_iters: 20,
+                ab_iters: 400,
             }
         }
     }
@@ -906,6 +923,7 @@ fn binary_info(bin: &Path) -> Value {
     let path = bin.display().to_string();
     json!({
         "path": path,
+        "size": std::fs::metadata(bin).map(|m| m.len()).unwrap_or(0),
         "static": elf_is_static(bin),
         "pie": std::fs::read(bin).ok().is_some_and(|b| b.len() > 0x12 && b[0x10] == 3 && b[0x11] == 0),
         "musl_target": path.contains("-linux-musl"),
@@ -940,6 +958,14 @@ fn run(opts: &Opts) -> Res<Value> {
     if opts.excludes_only {
         report["excludes"] = exclude_section(&plugins[0], &opts.work, &plan, &mut counters)?;
         return Ok(finish(report, &counters));
+    }
+    if let Some(other) = &opts.against {
+        report["against"] = against_section(&plugins[0], other, &opts.work, &plan, &mut counters)?;
+        if opts.against_only {
+            return Ok(finish(report, &counters));
+        }
+    } else if opts.against_only {
+        return Err("--against-only needs --against BIN".into());
     }
 
     // Baseline: what an exec costs at all.
@@ -1129,9 +1155,16 @@ fn exclude_section(pod: &Plugin, work: &Path, plan: &Plan, counters: &mut Counte
     for (key, verb, wrapped) in EXCL_CASES {
         eprintln!("bench: excludes: {key} ({} iterations per lane)", plan.excl_iters);
         let mut samples: [Vec<Duration>; 2] = Default::default();
+        // Each lane's pool.json as its last exec left it: the lanes share one store, and a
+        // node keeps one config, so each exec finds the pool.json its own config wrote.
+        let pool_file = store_dir(&dir).join("pool.json");
+        let mut pool_doc: [Option<Vec<u8>>; 2] = Default::default();
         for it in 0..plan.warmup + plan.excl_iters {
             let lanes = if it % 2 == 0 { [0, 1] } else { [1, 0] };
             for k in lanes {
+                if let Some(doc) = &pool_doc[k] {
+                    std::fs::write(&pool_file, doc).map_err(|e| e.to_string())?;
+                }
                 let mut conf: Value =
                     serde_json::from_slice(&pod.config_with(&ipams[k], &dir, None)).map_err(|e| e.to_string())?;
                 if verb == "STATUS" {
@@ -1142,6 +1175,7 @@ fn exclude_section(pod: &Plugin, work: &Path, plan: &Plan, counters: &mut Counte
                 let cid = format!("excl-{it:03}-{k}");
                 let x = exec(&pod.bin, verb, &cid, &conf)?;
                 counters.execs += 1;
+                pool_doc[k] = std::fs::read(&pool_file).ok();
                 if verb == "ADD" {
                     let (ip, _) = add_result(pod, &x)?;
                     if taken.contains(&ip) || (k == 1 && excluded.contains(&ip)) {
@@ -1165,6 +1199,58 @@ fn exclude_section(pod: &Plugin, work: &Path, plan: &Plan, counters: &mut Counte
             EXCL_LANES[1]: stats_json(&b),
             "ratio": b.median_ms / a.median_ms,
         });
+    }
+    Ok(out)
+}
+
+/// The requests of the A/B section, in the order of one cycle.
+const AB_VERBS: [&str; 4] = ["VERSION", "ADD", "CHECK", "DEL"];
+/// Its lanes: this build, the other.
+const AB_LANES: [&str; 2] = ["this build", "other build"];
+
+/// This podcidr against another build of it, each on its own empty store with the same
+/// container IDs: per iteration one VERSION, ADD, CHECK (with the ADD's result) and DEL each,
+/// the builds' order alternating. Both must hand out the same address (the store is empty).
+fn against_section(pod: &Plugin, other: &Path, work: &Path, plan: &Plan, counters: &mut Counters) -> Res<Value> {
+    let builds = [pod.clone(), Plugin { kind: Kind::Podcidr, bin: other.to_path_buf() }];
+    let dirs = [work.join("ab-this"), work.join("ab-other")];
+    eprintln!("bench: against {} ({} iterations)", other.display(), plan.ab_iters);
+    let mut samples: Vec<[Vec<Duration>; 2]> = (0..AB_VERBS.len()).map(|_| Default::default()).collect();
+    for it in 0..plan.warmup + plan.ab_iters {
+        let lanes = if it % 2 == 0 { [0, 1] } else { [1, 0] };
+        let cid = format!("ab-{it:05}");
+        let mut got = [None, None];
+        for k in lanes {
+            let (b, dir) = (&builds[k], &dirs[k]);
+            let conf = b.config(dir, None);
+            let v = exec(&b.bin, "VERSION", &cid, &conf)?;
+            if v.status != Some(0) {
+                return Err(format!("{} VERSION failed: {}", AB_LANES[k], v.describe()));
+            }
+            let a = exec(&b.bin, "ADD", &cid, &conf)?;
+            let (ip, result) = add_result(b, &a)?;
+            got[k] = Some(ip);
+            let c = exec(&b.bin, "CHECK", &cid, &b.config(dir, Some(&result)))?;
+            expect_silent(b, "CHECK", &c)?;
+            let d = exec(&b.bin, "DEL", &cid, &conf)?;
+            expect_silent(b, "DEL", &d)?;
+            counters.execs += 4;
+            counters.adds += 1;
+            if it >= plan.warmup {
+                for (j, x) in [v, a, c, d].iter().enumerate() {
+                    samples[j][k].push(x.took);
+                }
+            }
+        }
+        if got[0] != got[1] {
+            return Err(format!("the two builds handed out {:?} and {:?} on identical stores", got[0], got[1]));
+        }
+    }
+    let mut out = json!({ "other": binary_info(other) });
+    for (j, verb) in AB_VERBS.iter().enumerate() {
+        let (a, b) = (stats(&samples[j][0]), stats(&samples[j][1]));
+        out[*verb] =
+            json!({ AB_LANES[0]: stats_json(&a), AB_LANES[1]: stats_json(&b), "ratio": a.median_ms / b.median_ms });
     }
     Ok(out)
 }
@@ -1328,6 +1414,33 @@ fn tables(r: &Value) -> String {
             p["duplicates"],
             h["duplicates"]
         );
+    }
+
+    if let Some(x) = r.get("against").filter(|x| x.is_object()) {
+        let _ = writeln!(
+            s,
+            "\nThis build against {} ({} bytes), each on an empty store, alternating (ms); ratio = this / other:\n",
+            x["other"]["path"].as_str().unwrap_or("?"),
+            x["other"]["size"]
+        );
+        let _ = writeln!(
+            s,
+            "| request | this median | p90 | other median | p90 | ratio | n |\n|---|--:|--:|--:|--:|--:|--:|"
+        );
+        for verb in AB_VERBS {
+            let c = &x[verb];
+            let (a, b) = (&c[AB_LANES[0]], &c[AB_LANES[1]]);
+            let _ = writeln!(
+                s,
+                "| {verb} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {} |",
+                f(&a["median_ms"]),
+                f(&a["p90_ms"]),
+                f(&b["median_ms"]),
+                f(&b["p90_ms"]),
+                f(&c["ratio"]),
+                a["n"]
+            );
+        }
     }
 
     if let Some(x) = r.get("excludes").filter(|x| x.is_object()) {

@@ -10,6 +10,10 @@
 #   --no-docs                   (full run) print the figures, leave docs/ alone
 #   --data-dir DIR              keep the stores under DIR (default: $TMPDIR or /tmp), e.g. a
 #                               tmpfs to take the file system out of the comparison
+#   --against REV               only this plugin against the one built from git revision REV
+#                               (VERSION, ADD, CHECK, DEL on empty stores, alternating); prints
+#                               the table, leaves docs/ alone. The old build is kept under
+#                               target/bench-against/ for the next run
 #
 # Both plugins are exec'd directly by the Rust driver benches/exec.rs (no shell in the timed
 # path), alternately, on identical stores. HOST_LOCAL=/path overrides where host-local is.
@@ -18,6 +22,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 smoke=0
+against=
 micro=1
 docs=1
 data_parent=${TMPDIR:-/tmp}
@@ -32,8 +37,12 @@ while (($#)); do
             data_parent=${1:?--data-dir needs a directory}
             shift
             ;;
+        --against)
+            against=${1:?--against needs a git revision}
+            shift
+            ;;
         -h | --help)
-            sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
+            sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *)
@@ -126,6 +135,31 @@ mode_args=()
 if ((smoke)); then
     mode_args=(--smoke)
 fi
+if [[ -n "$against" ]]; then
+    # The other build: the same target as this one, from REV's own sources and lock file.
+    rev=$(git rev-parse --verify "$against^{commit}") || {
+        log "--against: $against is not a commit"
+        exit 2
+    }
+    mkdir -p "$tmp/against-src"
+    git archive "$rev" | tar -x -C "$tmp/against-src"
+    against_target="$PWD/target/bench-against"
+    target_args=()
+    other="$against_target/release/podcidr"
+    case "$built" in
+        */x86_64-unknown-linux-musl/*)
+            target_args=(--target x86_64-unknown-linux-musl)
+            other="$against_target/x86_64-unknown-linux-musl/release/podcidr"
+            ;;
+    esac
+    log "building podcidr at ${rev:0:12} (the plugin only)"
+    (cd "$tmp/against-src" && CARGO_TARGET_DIR="$against_target" \
+        cargo build --release --locked --quiet "${target_args[@]}" --bin podcidr)
+    mkdir -p "$tmp/bin/against-${rev:0:12}"
+    cp "$other" "$tmp/bin/against-${rev:0:12}/podcidr"
+    mode_args+=(--against "$tmp/bin/against-${rev:0:12}/podcidr" --against-only)
+    docs=0
+fi
 "$driver" --podcidr "$podcidr" --host-local "$host_local" "${noop_args[@]}" \
     --work "$tmp/work" --out "$tmp/results.json" "${mode_args[@]}" | tee "$tmp/tables.md"
 
@@ -140,6 +174,9 @@ grep -q '"duplicates": 0' "$tmp/results.json" || {
 }
 if ((smoke)); then
     log "smoke: ok (no timing is asserted)"
+    exit 0
+fi
+if [[ -n "$against" ]]; then
     exit 0
 fi
 if ((!docs)); then

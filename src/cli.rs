@@ -532,7 +532,9 @@ fn import_host_local(
     let pool = conf.map(read_conf).transpose()?;
     let mut store = Store::open(data_dir, network, Access::Exclusive).map_err(|e| e.msg)?;
     if let Some(pool) = &pool {
-        store.write_pool(&crate::ipam::pool_json(pool, "static")).map_err(|e| e.msg)?;
+        store
+            .write_pool(&crate::ipam::pool_json_head(pool, "static"), || crate::ipam::pool_json(pool, "static"))
+            .map_err(|e| e.msg)?;
     }
     let pool = pool.or_else(|| store.read_pool().and_then(|b| serde_json::from_slice(&b).ok()));
     let report = host_local::import(from, &mut store, pool.as_ref(), ifname).map_err(|e| e.msg)?;

@@ -176,16 +176,24 @@ pub fn parse_any_version(stdin: &[u8]) -> CniResult<Request> {
 }
 
 fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
-    let value: Value = serde_json::from_slice(stdin).map_err(|e| {
-        CniError::new(code::DECODING_FAILURE, format!("the network config on stdin is not valid JSON: {e}"))
-    })?;
-    if !value.is_object() {
-        return Err(CniError::new(code::DECODING_FAILURE, "the network config on stdin is not a JSON object"));
+    // One pass straight into the types (a config may carry 10,000 excludes): syntax errors are
+    // code 6, a wrong shape or type is code 7 naming the key.
+    if stdin.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(match serde_json::from_slice::<serde::de::IgnoredAny>(stdin) {
+            Err(e) => decoding(&e),
+            Ok(_) => CniError::new(code::DECODING_FAILURE, "the network config on stdin is not a JSON object"),
+        });
     }
-    let mut conf: NetConf = serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        CniError::config(&path, e.into_inner())
-    })?;
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    let mut conf: NetConf = match serde_path_to_error::deserialize(&mut de) {
+        Ok(c) => c,
+        Err(e) if e.inner().is_data() => {
+            let path = e.path().to_string();
+            return Err(CniError::config(&path, e.into_inner()));
+        }
+        Err(e) => return Err(decoding(e.inner())),
+    };
+    de.end().map_err(|e| decoding(&e))?;
     let version = match SpecVersion::parse(&conf.cni_version) {
         Err(_) if any_version => SpecVersion::V110,
         v => v?,
@@ -212,6 +220,10 @@ fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
         crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
     }
     Ok(Request { version, conf, ipam })
+}
+
+fn decoding(e: &serde_json::Error) -> CniError {
+    CniError::new(code::DECODING_FAILURE, format!("the network config on stdin is not valid JSON: {e}"))
 }
 
 /// libcni's rule for network names; they name a directory under dataDir.

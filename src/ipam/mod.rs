@@ -144,7 +144,8 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     let dns = req.ipam.resolv_conf.as_deref().map(resolv::load).transpose()?;
     let wanted = requested(req, args, &pool)?;
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Exclusive)?;
-    store.write_pool(&pool_json(&pool, modes::mode_name(req)))?;
+    let mode = modes::mode_name(req);
+    store.write_pool(&pool_json_head(&pool, mode), || pool_json(&pool, mode))?;
     // During a migration from host-local: its leases count as taken (docs/migrating-from-host-local.md).
     let link = Link::open(&store)?;
 
@@ -434,6 +435,101 @@ pub fn status(req: &Request) -> CniResult<()> {
 
 /// What `pool.json` holds: the ranges in force, for `podcidr status`.
 pub fn pool_json(pool: &Pool, mode: &str) -> Vec<u8> {
-    let v = serde_json::json!({ "mode": mode, "rangeSets": pool.range_sets, "exclude": pool.exclude });
-    serde_json::to_vec_pretty(&v).unwrap_or_default()
+    let mut out = pool_json_head(pool, mode);
+    let rest = serde_json::json!({ "mode": mode, "rangeSets": pool.range_sets });
+    out.extend_from_slice(&serde_json::to_vec(&rest).unwrap_or_default()[1..]);
+    // `exclude` by hand: every ADD builds this, and with 10,000 entries formatting them through
+    // `Display` cost more than the rest of the ADD.
+    out.pop();
+    out.extend_from_slice(b",\"exclude\":[");
+    for (i, net) in pool.exclude.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.push(b'"');
+        push_net(&mut out, net);
+        out.push(b'"');
+    }
+    out.extend_from_slice(b"]}\n");
+    out
+}
+
+/// How `pool.json` begins: `{"fingerprint":"<16 hex digits>",`, a hash of everything after it.
+pub fn pool_json_head(pool: &Pool, mode: &str) -> Vec<u8> {
+    format!("{{\"fingerprint\":\"{:016x}\",", pool.fingerprint(mode)).into_bytes()
+}
+
+/// `net` as `IpNet`'s `Display` writes it.
+fn push_net(out: &mut Vec<u8>, net: &ipnet::IpNet) {
+    fn push_u8(out: &mut Vec<u8>, v: u8) {
+        if v >= 100 {
+            out.push(b'0' + v / 100);
+        }
+        if v >= 10 {
+            out.push(b'0' + v / 10 % 10);
+        }
+        out.push(b'0' + v % 10);
+    }
+    match net {
+        ipnet::IpNet::V4(n) => {
+            for (i, o) in n.addr().octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u8(out, o);
+            }
+        }
+        ipnet::IpNet::V6(n) => {
+            use std::io::Write as _;
+            let _ = write!(out, "{}", n.addr());
+        }
+    }
+    out.push(b'/');
+    push_u8(out, net.prefix_len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_json_writes_excludes_as_serde_would() {
+        let exclude: Vec<String> =
+            ["0.0.0.0/32", "10.9.99.100/32", "255.255.255.255", "10.200.0.0/30", "fd00::1", "fd00:1::/64"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
+        let nets = pool::parse_exclude(&exclude).unwrap();
+        let range = pool::Range::new("r", "10.200.0.0/16", None, None, None).unwrap();
+        let pool = Pool::new(vec![vec![range]], nets.clone()).unwrap();
+        let bytes = pool_json(&pool, "static");
+        assert!(bytes.starts_with(&pool_json_head(&pool, "static")));
+        let mut got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        let fp = got.as_object_mut().unwrap().remove("fingerprint").unwrap();
+        assert_eq!(fp.as_str().map(str::len), Some(16));
+        let want = serde_json::json!({ "mode": "static", "rangeSets": pool.range_sets, "exclude": nets });
+        assert_eq!(got, want);
+        assert_eq!(got["exclude"][2], "255.255.255.255/32");
+    }
+
+    #[test]
+    fn the_fingerprint_follows_mode_ranges_and_every_exclude() {
+        let range = |s| pool::Range::new("r", s, None, None, None).unwrap();
+        let with = |subnet, excl: &[&str]| {
+            let e: Vec<String> = excl.iter().map(|s| s.to_string()).collect();
+            Pool::new(vec![vec![range(subnet)]], pool::parse_exclude(&e).unwrap()).unwrap()
+        };
+        let base = with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static");
+        assert_eq!(base, with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static"));
+        for other in [
+            with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("kubernetes"),
+            with("10.201.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static"),
+            with("10.200.0.0/16", &["10.200.0.6", "fd00::1"]).fingerprint("static"),
+            with("10.200.0.0/16", &["10.200.0.4/30", "fd00::1"]).fingerprint("static"),
+            with("10.200.0.0/16", &["10.200.0.5", "fd00::2"]).fingerprint("static"),
+            with("10.200.0.0/16", &["10.200.0.5"]).fingerprint("static"),
+        ] {
+            assert_ne!(base, other);
+        }
+    }
 }
