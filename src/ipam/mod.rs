@@ -436,11 +436,13 @@ pub fn status(req: &Request) -> CniResult<()> {
 /// What `pool.json` holds: the ranges in force, for `podcidr status`.
 pub fn pool_json(pool: &Pool, mode: &str) -> Vec<u8> {
     let mut out = pool_json_head(pool, mode);
-    let rest = serde_json::json!({ "mode": mode, "rangeSets": pool.range_sets });
-    out.extend_from_slice(&serde_json::to_vec(&rest).unwrap_or_default()[1..]);
-    // `exclude` by hand: every ADD builds this, and with 10,000 entries formatting them through
-    // `Display` cost more than the rest of the ADD.
-    out.pop();
+    // Strings and plain structs: serializing them into a Vec cannot fail.
+    out.extend_from_slice(b"\"mode\":");
+    let _ = serde_json::to_writer(&mut out, mode);
+    out.extend_from_slice(b",\"rangeSets\":");
+    let _ = serde_json::to_writer(&mut out, &pool.range_sets);
+    // `exclude` by hand: with 10,000 entries, formatting them through `Display` cost more than
+    // the rest of an ADD.
     out.extend_from_slice(b",\"exclude\":[");
     for (i, net) in pool.exclude.iter().enumerate() {
         if i > 0 {
