@@ -86,6 +86,39 @@ fn an_exclude_entry_with_host_bits_is_code_7_naming_it() {
     assert!(!sb.data_dir().exists(), "a rejected config must not create a store");
 }
 
+/// Entries are read from the JSON bytes without an owned string each: JSON escapes, surrounding
+/// spaces and non-ASCII text still mean what they did.
+#[test]
+fn exclude_entries_are_read_as_the_json_strings_they_are() {
+    let sb = Sandbox::new();
+    // 10.63.0.0/29: .1 is the gateway; .2 (written with an escape), .3 (with spaces) and .4/31
+    // are excluded, so .6 is the first address left.
+    let stdin = format!(
+        r#"{{"cniVersion":"1.0.0","name":"{NET}","ipam":{{"type":"podcidr","dataDir":{},"subnet":"10.63.0.0/29",
+           "exclude":["10.63.0.\u0032"," 10.63.0.3 ","10.63.0.4/31"]}}}}"#,
+        json!(sb.data_dir())
+    );
+    let res = Call::add("c1", &json!({})).stdin(stdin.as_bytes()).run().ok_json();
+    assert_eq!(addresses(&res), ["10.63.0.6/29"]);
+    let msg =
+        Call::add("c2", &sb.conf("1.0.0", NET, json!({ "subnet": "10.63.0.0/29", "exclude": ["10.63.0.5", "адрес"] })))
+            .run()
+            .err_msg(7);
+    assert!(msg.starts_with(r#"ipam.exclude[1]: "адрес" is neither an address nor a CIDR"#), "{msg}");
+}
+
+/// A DEL needs no pool: an exclude entry an ADD would refuse must not keep it from releasing.
+#[test]
+fn a_bad_exclude_entry_does_not_stop_a_del() {
+    let sb = Sandbox::new();
+    let good = sb.conf("1.0.0", NET, json!({ "subnet": "10.63.0.0/24", "exclude": ["10.63.0.2"] }));
+    Call::add("c1", &good).run().ok_json();
+    let bad = sb.conf("1.0.0", NET, json!({ "subnet": "10.63.0.0/24", "exclude": ["10.63.0.2", "10.63.0.250/24"] }));
+    Call::add("c2", &bad).run().err_msg(7);
+    Call::del("c1", &bad).run().ok_silent();
+    assert!(sb.lease_files(NET).is_empty(), "DEL left the lease");
+}
+
 #[test]
 fn an_exclude_list_that_leaves_a_range_set_empty_is_code_7() {
     let sb = Sandbox::new();

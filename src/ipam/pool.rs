@@ -8,6 +8,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 
 /// One `{subnet, rangeStart, rangeEnd, gateway}` after defaults are filled in.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,7 +28,8 @@ pub type RangeSet = Vec<Range>;
 #[serde(rename_all = "camelCase", from = "PoolDoc")]
 pub struct Pool {
     pub range_sets: Vec<RangeSet>,
-    pub exclude: Vec<IpNet>,
+    /// Shared with the request it came from: 10,000 entries are not copied.
+    pub exclude: Arc<Vec<IpNet>>,
     /// `exclude` as sorted, merged intervals: a lookup is a binary search, and a walk moves a
     /// cursor along them, so 10,000 excludes cost about what none do.
     #[serde(skip_serializing)]
@@ -45,65 +47,94 @@ struct PoolDoc {
 
 impl From<PoolDoc> for Pool {
     fn from(d: PoolDoc) -> Pool {
-        Pool { excluded: Excluded::new(&d.exclude), range_sets: d.range_sets, exclude: d.exclude }
+        Pool { excluded: Excluded::new(&d.exclude), range_sets: d.range_sets, exclude: Arc::new(d.exclude) }
     }
 }
 
 /// Disjoint, sorted, non-adjacent closed intervals `(first, last)`, one list per family (IPv4
-/// values would otherwise collide with `::a.b.c.d`).
+/// values would otherwise collide with `::a.b.c.d`); IPv4 in `u32`, a quarter of the memory an
+/// exec must fill for 10,000 entries.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Excluded {
-    v4: Vec<(u128, u128)>,
+    v4: Vec<(u32, u32)>,
     v6: Vec<(u128, u128)>,
+}
+
+/// One family's intervals, read as `u128`.
+#[derive(Debug, Clone, Copy)]
+enum Intervals<'a> {
+    V4(&'a [(u32, u32)]),
+    V6(&'a [(u128, u128)]),
+}
+
+impl Intervals<'_> {
+    fn get(self, i: usize) -> Option<(u128, u128)> {
+        match self {
+            Intervals::V4(l) => l.get(i).map(|&(lo, hi)| (lo.into(), hi.into())),
+            Intervals::V6(l) => l.get(i).copied(),
+        }
+    }
+
+    /// Index of the first interval that ends at or after `v`.
+    fn from(self, v: u128) -> usize {
+        match self {
+            Intervals::V4(l) => l.partition_point(|&(_, hi)| u128::from(hi) < v),
+            Intervals::V6(l) => l.partition_point(|&(_, hi)| hi < v),
+        }
+    }
 }
 
 impl Excluded {
     fn new(nets: &[IpNet]) -> Excluded {
-        let merge = |v4: bool| {
-            let family = || {
-                nets.iter().filter(|n| n.addr().is_ipv4() == v4).map(|n| (to_u128(n.network()), to_u128(n.broadcast())))
-            };
-            let add = |out: &mut Vec<(u128, u128)>, (lo, hi): (u128, u128)| match out.last_mut() {
-                Some(last) if lo <= last.1.saturating_add(1) => last.1 = last.1.max(hi),
-                _ => out.push((lo, hi)),
-            };
-            let mut out: Vec<(u128, u128)> = Vec::new();
-            // Lists are usually written in order: then one pass, without a sorted copy.
-            if family().is_sorted() {
-                family().for_each(|iv| add(&mut out, iv));
-            } else {
-                let mut iv: Vec<(u128, u128)> = family().collect();
-                iv.sort_unstable();
-                iv.into_iter().for_each(|iv| add(&mut out, iv));
+        let (mut v4, mut v6) = (Vec::with_capacity(nets.len()), Vec::new());
+        for n in nets {
+            match n {
+                IpNet::V4(n) => v4.push((u32::from(n.network()), u32::from(n.broadcast()))),
+                IpNet::V6(n) => v6.push((u128::from(n.network()), u128::from(n.broadcast()))),
             }
-            out
-        };
-        Excluded { v4: merge(true), v6: merge(false) }
+        }
+        Excluded {
+            v4: Self::merged(v4, |lo, hi| lo <= hi.saturating_add(1)),
+            v6: Self::merged(v6, |lo, hi| lo <= hi.saturating_add(1)),
+        }
     }
 
-    fn family(&self, v4: bool) -> &[(u128, u128)] {
-        if v4 { &self.v4 } else { &self.v6 }
+    /// Sorted and merged; `joins(lo, hi)` says whether an interval starting at `lo` touches or
+    /// overlaps one ending at `hi`.
+    fn merged<T: Ord + Copy>(mut iv: Vec<(T, T)>, joins: impl Fn(T, T) -> bool) -> Vec<(T, T)> {
+        // Lists are usually written in order: then no sort.
+        if !iv.is_sorted() {
+            iv.sort_unstable();
+        }
+        // `next` is dropped into the interval kept before it when the two join.
+        iv.dedup_by(|next, kept| {
+            let join = joins(next.0, kept.1);
+            if join {
+                kept.1 = kept.1.max(next.1);
+            }
+            join
+        });
+        iv
     }
 
-    /// Index of the first interval that ends at or after `v`.
-    fn from(list: &[(u128, u128)], v: u128) -> usize {
-        list.partition_point(|&(_, hi)| hi < v)
+    fn family(&self, v4: bool) -> Intervals<'_> {
+        if v4 { Intervals::V4(&self.v4) } else { Intervals::V6(&self.v6) }
     }
 
     /// The interval holding `ip`, if any.
     fn covering(&self, ip: IpAddr) -> Option<(u128, u128)> {
         let list = self.family(ip.is_ipv4());
         let v = to_u128(ip);
-        list.get(Self::from(list, v)).copied().filter(|&(lo, _)| lo <= v)
+        list.get(list.from(v)).filter(|&(lo, _)| lo <= v)
     }
 
     /// How many addresses of `lo..=hi` are excluded.
     fn count_in(&self, v4: bool, lo: u128, hi: u128) -> u128 {
         let list = self.family(v4);
-        list[Self::from(list, lo)..]
-            .iter()
-            .take_while(|&&(elo, _)| elo <= hi)
-            .map(|&(elo, ehi)| (ehi.min(hi) - elo.max(lo)).saturating_add(1))
+        (list.from(lo)..)
+            .map_while(|i| list.get(i))
+            .take_while(|&(elo, _)| elo <= hi)
+            .map(|(elo, ehi)| (ehi.min(hi) - elo.max(lo)).saturating_add(1))
             .fold(0u128, u128::saturating_add)
     }
 }
@@ -228,7 +259,8 @@ pub enum Unusable {
 
 impl Pool {
     /// Checks a pool from any source: one family per set, no overlaps anywhere.
-    pub fn new(range_sets: Vec<RangeSet>, exclude: Vec<IpNet>) -> CniResult<Pool> {
+    pub fn new(range_sets: Vec<RangeSet>, exclude: impl Into<Arc<Vec<IpNet>>>) -> CniResult<Pool> {
+        let exclude = exclude.into();
         for (i, set) in range_sets.iter().enumerate() {
             let Some(first) = set.first() else {
                 return Err(CniError::config(&format!("ipam.ranges[{i}]"), "is an empty range set"));
@@ -252,7 +284,8 @@ impl Pool {
         }
         let pool = Pool { excluded: Excluded::new(&exclude), range_sets, exclude };
         for (i, set) in pool.range_sets.iter().enumerate() {
-            if pool.capacity(i) > 0 {
+            // The walk's first step, not `capacity`: that counts every exclude in the range.
+            if pool.walk(i, None).next().is_some() {
                 continue;
             }
             let excludes_some = set.iter().any(|r| {
@@ -341,7 +374,7 @@ impl Pool {
         for b in mode.bytes().chain(serde_json::to_vec(&self.range_sets).unwrap_or_default()) {
             h = mix(h, u64::from(b));
         }
-        for net in &self.exclude {
+        for net in self.exclude.iter() {
             h = match net {
                 IpNet::V4(n) => mix(h, u64::from(u32::from(n.addr())) << 8 | u64::from(n.prefix_len())),
                 IpNet::V6(n) => {
@@ -385,36 +418,192 @@ impl Pool {
     }
 }
 
+/// `ipam.exclude` as the config is read: each entry parsed straight from the JSON bytes, without
+/// an owned string (a config may carry 10,000), and the first bad one kept rather than failing
+/// the whole config, so that a DEL, which needs no pool, still releases what an attachment
+/// holds. [`Exclude::nets`] reports it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Exclude {
+    nets: Arc<Vec<IpNet>>,
+    /// The index of the first bad entry and what is wrong with it.
+    first_bad: Option<(usize, String)>,
+    len: usize,
+}
+
+impl Exclude {
+    fn push(&mut self, entry: Result<IpNet, String>) {
+        match entry {
+            Ok(net) => Arc::make_mut(&mut self.nets).push(net),
+            Err(problem) => {
+                self.first_bad.get_or_insert((self.len, problem));
+            }
+        }
+        self.len += 1;
+    }
+
+    /// The entries, or code 7 naming the first that is neither an address nor a CIDR, or a CIDR
+    /// with host bits set.
+    pub fn nets(&self) -> CniResult<Arc<Vec<IpNet>>> {
+        match &self.first_bad {
+            Some((i, problem)) => Err(CniError::config(&format!("ipam.exclude[{i}]"), problem)),
+            None => Ok(self.nets.clone()),
+        }
+    }
+}
+
+impl<'a> FromIterator<&'a str> for Exclude {
+    fn from_iter<I: IntoIterator<Item = &'a str>>(items: I) -> Exclude {
+        let mut out = Exclude::default();
+        items.into_iter().for_each(|s| out.push(parse_exclude_entry(s.as_bytes())));
+        out
+    }
+}
+
+impl<'de> Deserialize<'de> for Exclude {
+    /// serde_json checks the list as JSON and lends it whole; the entries are then split off by
+    /// hand. With 10,000 entries, going through serde for each one cost more than the rest of
+    /// the ADD.
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Exclude, D::Error> {
+        let raw = <&'de serde_json::value::RawValue>::deserialize(d)?;
+        let text = raw.get();
+        let kind = match text.as_bytes().first() {
+            Some(b'[') => return Ok(Exclude::from_plain_list(text).unwrap_or_else(|| Exclude::from_any_list(text))),
+            Some(b'"') => "string",
+            Some(b'{') => "map",
+            Some(b'n') => "null",
+            Some(b't' | b'f') => "boolean",
+            _ => "number",
+        };
+        Err(serde::de::Error::invalid_type(serde::de::Unexpected::Other(kind), &"a list of addresses and CIDRs"))
+    }
+}
+
+impl Exclude {
+    /// A JSON list (already checked as JSON) whose entries are all strings without escapes: the
+    /// way configs are written. `None` for anything else. A plain IPv4 address, the common
+    /// entry, is parsed where it stands, in the same pass that finds its end.
+    fn from_plain_list(text: &str) -> Option<Exclude> {
+        let b = text.as_bytes();
+        let skip_ws = |mut i: usize| {
+            while b.get(i).is_some_and(u8::is_ascii_whitespace) {
+                i += 1;
+            }
+            i
+        };
+        let mut out = Exclude::default();
+        let nets = Arc::make_mut(&mut out.nets);
+        let mut i = skip_ws(1);
+        if b.get(i) == Some(&b']') {
+            return Some(out);
+        }
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let body = b.get(i + 1..)?;
+            let (entry, len) = match ipv4_prefix(body) {
+                Some((ip, len)) if body.get(len) == Some(&b'"') => (Ok(IpNet::from(IpAddr::V4(ip))), len),
+                _ => {
+                    let len = body.iter().position(|&c| c == b'"' || c == b'\\')?;
+                    if body.get(len) != Some(&b'"') {
+                        return None;
+                    }
+                    (parse_exclude_entry(body.get(..len)?), len)
+                }
+            };
+            match entry {
+                Ok(net) => nets.push(net),
+                Err(problem) => {
+                    out.first_bad.get_or_insert((out.len, problem));
+                }
+            }
+            out.len += 1;
+            i = skip_ws(i + len + 2);
+            match b.get(i) {
+                Some(b',') => i = skip_ws(i + 1),
+                Some(b']') => return Some(out),
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any JSON list: entries with escapes decoded, entries that are not strings kept as bad.
+    fn from_any_list(text: &str) -> Exclude {
+        let mut out = Exclude::default();
+        for v in serde_json::from_str::<Vec<serde_json::Value>>(text).unwrap_or_default() {
+            out.push(match &v {
+                serde_json::Value::String(s) => parse_exclude_entry(s.as_bytes()),
+                other => Err(format!("{other} is not a string")),
+            });
+        }
+        out
+    }
+}
+
 /// `exclude` entries: an address, or a CIDR whose host bits are zero (a typo such as
 /// `10.63.0.250/24` for `/32` would otherwise exclude the whole /24).
 pub fn parse_exclude(items: &[String]) -> CniResult<Vec<IpNet>> {
-    items
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            // Built only for an error: a config may carry 10,000 entries.
-            let field = || format!("ipam.exclude[{i}]");
-            let s = s.trim();
-            if let Ok(ip) = s.parse::<IpAddr>() {
-                return Ok(IpNet::from(ip));
+    items.iter().map(String::as_str).collect::<Exclude>().nets().map(Arc::unwrap_or_clone)
+}
+
+fn parse_exclude_entry(raw: &[u8]) -> Result<IpNet, String> {
+    if let Some(ip) = parse_plain_ipv4(raw) {
+        return Ok(IpNet::from(IpAddr::V4(ip)));
+    }
+    let Ok(s) = std::str::from_utf8(raw) else {
+        return Err(format!("{:?} is not UTF-8", String::from_utf8_lossy(raw)));
+    };
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Ok(IpNet::from(ip));
+    }
+    let net = s.parse::<IpNet>().map_err(|_| format!("{s:?} is neither an address nor a CIDR"))?;
+    if net.addr() != net.network() {
+        return Err(format!(
+            "{net} has host bits set; write {} for the network or {}/{} for the one address",
+            net.trunc(),
+            net.addr(),
+            net.max_prefix_len()
+        ));
+    }
+    Ok(net)
+}
+
+/// `a.b.c.d` in the form `Ipv4Addr::from_str` takes it (decimal octets, no leading zeros), the
+/// common entry, in a fraction of the general parser's time; `None` leaves anything else,
+/// valid or not, to the general parsers.
+fn parse_plain_ipv4(b: &[u8]) -> Option<Ipv4Addr> {
+    ipv4_prefix(b).and_then(|(ip, len)| (len == b.len()).then_some(ip))
+}
+
+/// The address in that form at the start of `b`, and how many bytes it spans; `None` when the
+/// bytes that follow it would continue it (a fourth digit, or a digit after a leading zero).
+fn ipv4_prefix(b: &[u8]) -> Option<(Ipv4Addr, usize)> {
+    let digit = |i: usize| b.get(i).filter(|c| c.is_ascii_digit()).map(|c| u32::from(c - b'0'));
+    let mut octets = [0u8; 4];
+    let mut i = 0;
+    for (k, octet) in octets.iter_mut().enumerate() {
+        if k > 0 {
+            if b.get(i) != Some(&b'.') {
+                return None;
             }
-            let net = s
-                .parse::<IpNet>()
-                .map_err(|_| CniError::config(&field(), format!("{s:?} is neither an address nor a CIDR")))?;
-            if net.addr() != net.network() {
-                return Err(CniError::config(
-                    &field(),
-                    format!(
-                        "{net} has host bits set; write {} for the network or {}/{} for the one address",
-                        net.trunc(),
-                        net.addr(),
-                        net.max_prefix_len()
-                    ),
-                ));
+            i += 1;
+        }
+        let mut v = digit(i)?;
+        i += 1;
+        if v != 0 {
+            for _ in 0..2 {
+                let Some(d) = digit(i) else { break };
+                v = v * 10 + d;
+                i += 1;
             }
-            Ok(net)
-        })
-        .collect()
+        }
+        if v > 255 || digit(i).is_some() {
+            return None;
+        }
+        *octet = v as u8;
+    }
+    Some((Ipv4Addr::from(octets), i))
 }
 
 /// Iterator of [`Pool::walk`].
@@ -426,7 +615,7 @@ pub struct Walk<'a> {
     cur: Option<(usize, u128, u128)>,
     /// The set's family of [`Excluded`], and the first of them not yet behind the walk in the
     /// current segment: a walk only moves forward within a segment, so this cursor only does.
-    excluded: &'a [(u128, u128)],
+    excluded: Intervals<'a>,
     next_excluded: usize,
 }
 
@@ -439,15 +628,15 @@ impl Iterator for Walk<'_> {
                 Some(seg) if seg.1 <= seg.2 => seg,
                 _ => {
                     let seg = self.segments.pop()?;
-                    self.next_excluded = Excluded::from(self.excluded, seg.1);
+                    self.next_excluded = self.excluded.from(seg.1);
                     self.cur = Some(seg);
                     continue;
                 }
             };
-            while self.excluded.get(self.next_excluded).is_some_and(|&(_, ehi)| ehi < v) {
+            while self.excluded.get(self.next_excluded).is_some_and(|(_, ehi)| ehi < v) {
                 self.next_excluded += 1;
             }
-            if let Some(&(elo, end)) = self.excluded.get(self.next_excluded)
+            if let Some((elo, end)) = self.excluded.get(self.next_excluded)
                 && elo <= v
             {
                 self.cur = if end >= hi { None } else { Some((ri, end + 1, hi)) };
@@ -471,7 +660,7 @@ mod tests {
 
     fn pool(json: &str) -> CniResult<Pool> {
         let ipam: crate::cni::config::IpamConf = serde_json::from_str(json).unwrap();
-        Pool::new(crate::modes::r#static::range_sets(&ipam)?, parse_exclude(&ipam.exclude)?)
+        Pool::new(crate::modes::r#static::range_sets(&ipam)?, ipam.exclude.nets()?)
     }
 
     fn ips(p: &Pool, last: Option<&str>) -> Vec<String> {
@@ -580,6 +769,113 @@ mod tests {
         let p = pool(r#"{"subnet":"10.63.0.0/24","exclude":["10.63.0.0/25","10.63.0.128/26","10.63.0.192/27","10.63.0.224/28","10.63.0.240/29","10.63.0.248/30","10.63.0.252","10.63.0.254/31"]}"#).unwrap();
         assert_eq!(ips(&p, None), ["10.63.0.253"]);
         assert_eq!(p.capacity(0), 1);
+    }
+
+    /// Whatever the quick IPv4 parser accepts, std's parser accepts as the same address; what
+    /// it declines is left to std (so nothing std accepts is lost).
+    #[test]
+    fn the_quick_ipv4_parser_agrees_with_std() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let alphabet = b"0123456789.0123456789..25/ :x";
+        let mut accepted = 0;
+        for i in 0..200_000 {
+            let s: String = if i % 2 == 0 {
+                (0..rnd(18)).map(|_| alphabet[rnd(alphabet.len() as u64) as usize] as char).collect()
+            } else {
+                let o = |r: &mut dyn FnMut(u64) -> u64| r(300).to_string();
+                format!("{}.{}.{}.{}", o(&mut rnd), o(&mut rnd), o(&mut rnd), o(&mut rnd))
+            };
+            let quick = parse_plain_ipv4(s.as_bytes());
+            if let Some(ip) = quick {
+                accepted += 1;
+                assert_eq!(s.parse::<Ipv4Addr>().ok(), Some(ip), "{s:?}");
+            }
+            let entry = parse_exclude_entry(s.as_bytes()).ok();
+            let general = s.trim().parse::<IpAddr>().ok().map(IpNet::from);
+            if general.is_some() {
+                assert_eq!(entry, general, "{s:?}");
+            }
+        }
+        assert!(accepted > 10_000, "the quick path took only {accepted} inputs");
+        for s in ["01.2.3.4", "1.2.3.04", "256.0.0.1", "1.2.3", "1.2.3.4.", "1..2.3", "1.2.3.4 "] {
+            assert_eq!(parse_plain_ipv4(s.as_bytes()), None, "{s:?}");
+        }
+        assert_eq!(parse_plain_ipv4(b"0.0.0.0"), Some(Ipv4Addr::UNSPECIFIED));
+        assert_eq!(parse_plain_ipv4(b"255.255.255.255"), Some(Ipv4Addr::BROADCAST));
+    }
+
+    /// The pass that splits a plain list by hand reads every list as serde_json's own reading
+    /// does: entries, bad ones, spacing and the index of the first bad one.
+    #[test]
+    fn a_plain_list_reads_as_serde_reads_it() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut rnd = move |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        let entries = [
+            "10.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "10.0.0.0/24",
+            "10.0.0.1/24",
+            " 10.0.0.7 ",
+            "010.0.0.1",
+            "10.0.0.256",
+            "10.0.0",
+            "10.0.0.1.",
+            "fd00::1",
+            "fd00::/64",
+            "x",
+            "",
+            "адрес",
+            "1.2.3.4x",
+        ];
+        let spaces = ["", " ", "\n  ", "\t"];
+        for _ in 0..2_000 {
+            let mut text = String::from("[");
+            for k in 0..rnd(6) {
+                if k > 0 {
+                    text.push_str(spaces[rnd(4) as usize]);
+                    text.push(',');
+                }
+                text.push_str(spaces[rnd(4) as usize]);
+                text.push_str(&serde_json::to_string(entries[rnd(entries.len() as u64) as usize]).unwrap());
+                text.push_str(spaces[rnd(4) as usize]);
+            }
+            text.push(']');
+            let plain = Exclude::from_plain_list(&text).unwrap_or_else(|| panic!("{text}"));
+            assert_eq!(plain, Exclude::from_any_list(&text), "{text}");
+            let conf: crate::cni::config::IpamConf = serde_json::from_str(&format!(r#"{{"exclude":{text}}}"#)).unwrap();
+            assert_eq!(conf.exclude, plain, "{text}");
+        }
+    }
+
+    /// The first bad entry is reported by index, and only when the pool is built.
+    #[test]
+    fn exclude_keeps_the_first_bad_entry_for_later() {
+        let ipam: crate::cni::config::IpamConf =
+            serde_json::from_str(r#"{"exclude":["10.0.0.1","nope","10.0.0.0/8","10.1.0.0/8"]}"#).unwrap();
+        let e = ipam.exclude.nets().unwrap_err();
+        assert_eq!(e.code, 7);
+        assert_eq!(e.msg, r#"ipam.exclude[1]: "nope" is neither an address nor a CIDR"#);
+        let ipam: crate::cni::config::IpamConf =
+            serde_json::from_str(r#"{"exclude":["10.0.0.1", "10.0.0.\u0032", ["x"], 5]}"#).unwrap();
+        assert_eq!(ipam.exclude.nets().unwrap_err().msg, r#"ipam.exclude[2]: ["x"] is not a string"#);
+        assert_eq!(*ipam.exclude.nets, ["10.0.0.1/32".parse().unwrap(), "10.0.0.2/32".parse().unwrap()]);
+        for (text, kind) in [(r#""10.0.0.1""#, "string"), ("null", "null"), ("{}", "map"), ("7", "number")] {
+            let e =
+                serde_json::from_str::<crate::cni::config::IpamConf>(&format!(r#"{{"exclude":{text}}}"#)).unwrap_err();
+            assert!(e.to_string().starts_with(&format!("invalid type: {kind}, expected a list")), "{e}");
+        }
     }
 
     /// The merged-interval index gives what a plain scan of `exclude` gives, from any start.

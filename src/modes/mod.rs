@@ -13,7 +13,7 @@ pub mod r#static;
 
 use crate::cni::config::Request;
 use crate::cni::error::{CniError, CniResult};
-use crate::ipam::pool::{Pool, parse_exclude};
+use crate::ipam::pool::Pool;
 
 pub const DEFAULT_MODE: &str = "static";
 pub const MODES: [&str; 4] = ["static", "kubernetes", "kubelet", "crd"];
@@ -34,5 +34,5 @@ pub fn pool(req: &Request) -> CniResult<Pool> {
             ));
         }
     };
-    Pool::new(sets, parse_exclude(&req.ipam.exclude)?)
+    Pool::new(sets, req.ipam.exclude.nets()?)
 }
