@@ -17,7 +17,7 @@ const SUBNETS: &[&str] = &["10.244.1.0/24", "10.244.0.0/16", "10.0.0.0/8", "fd00
 
 fn pool(subnet: &str, exclude: Vec<IpNet>) -> Pool {
     let range = Range::new("ipam.ranges[0][0]", subnet, None, None, None).expect("valid range");
-    Pool::new(vec![vec![range]], exclude).expect("valid pool")
+    Pool::new(vec![vec![range]], podcidr::ipam::exclude::Excluded::from(&exclude[..])).expect("valid pool")
 }
 
 /// The middle of `subnet`'s range: where a round robin typically continues from.

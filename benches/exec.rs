@@ -335,7 +335,7 @@ impl Plan {
                 // Issue 10: a /16 with 60,000 leases and 10,000 single-address excludes.
                 excl_leases: 60_000,
                 excl_count: 10_000,
-                excl_iters: 20,
+                excl_iters: 30,
                 ab_iters: 400,
             }
         }

@@ -80,7 +80,7 @@ pub struct IpamConf {
     pub resolv_conf: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
     #[serde(default)]
-    pub exclude: crate::ipam::pool::Exclude,
+    pub exclude: crate::ipam::exclude::Exclude,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
     // The keys of the kubernetes, kubelet and crd modes (docs/modes.md); static ignores them.

@@ -1,5 +1,6 @@
 //! The IPAM verbs: what ADD, DEL, CHECK, GC and STATUS do with a pool and a store.
 
+pub mod exclude;
 pub mod gc;
 pub mod pool;
 pub mod resolv;
@@ -444,12 +445,12 @@ pub fn pool_json(pool: &Pool, mode: &str) -> Vec<u8> {
     // `exclude` by hand: with 10,000 entries, formatting them through `Display` cost more than
     // the rest of an ADD.
     out.extend_from_slice(b",\"exclude\":[");
-    for (i, net) in pool.exclude.iter().enumerate() {
+    for (i, net) in pool.excluded().cidrs().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.push(b'"');
-        push_net(&mut out, net);
+        push_net(&mut out, &net);
         out.push(b'"');
     }
     out.extend_from_slice(b"]}\n");
@@ -501,7 +502,7 @@ mod tests {
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-        let nets = pool::parse_exclude(&exclude).unwrap();
+        let nets = exclude.iter().map(String::as_str).collect::<super::exclude::Exclude>().excluded().unwrap();
         let range = pool::Range::new("r", "10.200.0.0/16", None, None, None).unwrap();
         let pool = Pool::new(vec![vec![range]], nets.clone()).unwrap();
         let bytes = pool_json(&pool, "static");
@@ -509,9 +510,23 @@ mod tests {
         let mut got: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
         let fp = got.as_object_mut().unwrap().remove("fingerprint").unwrap();
         assert_eq!(fp.as_str().map(str::len), Some(16));
-        let want = serde_json::json!({ "mode": "static", "rangeSets": pool.range_sets, "exclude": nets });
+        let cidrs: Vec<IpNet> = nets.cidrs().collect();
+        let want = serde_json::json!({ "mode": "static", "rangeSets": pool.range_sets, "exclude": cidrs });
         assert_eq!(got, want);
-        assert_eq!(got["exclude"][2], "255.255.255.255/32");
+        // Sorted and merged, IPv4 first, each a CIDR: what the config excludes, not how it was written.
+        assert_eq!(
+            got["exclude"],
+            serde_json::json!([
+                "0.0.0.0/32",
+                "10.9.99.100/32",
+                "10.200.0.0/30",
+                "255.255.255.255/32",
+                "fd00::1/128",
+                "fd00:1::/64"
+            ])
+        );
+        let read_back: Pool = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(read_back, pool);
     }
 
     #[test]
@@ -519,7 +534,11 @@ mod tests {
         let range = |s| pool::Range::new("r", s, None, None, None).unwrap();
         let with = |subnet, excl: &[&str]| {
             let e: Vec<String> = excl.iter().map(|s| s.to_string()).collect();
-            Pool::new(vec![vec![range(subnet)]], pool::parse_exclude(&e).unwrap()).unwrap()
+            Pool::new(
+                vec![vec![range(subnet)]],
+                e.iter().map(String::as_str).collect::<super::exclude::Exclude>().excluded().unwrap(),
+            )
+            .unwrap()
         };
         let base = with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static");
         assert_eq!(base, with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static"));

@@ -34,5 +34,5 @@ pub fn pool(req: &Request) -> CniResult<Pool> {
             ));
         }
     };
-    Pool::new(sets, req.ipam.exclude.nets()?)
+    Pool::new(sets, req.ipam.exclude.excluded()?)
 }
