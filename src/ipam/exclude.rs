@@ -94,10 +94,14 @@ impl Builder {
         self.len += 1;
     }
 
-    fn finish(self) -> Exclude {
+    fn finish(mut self) -> Exclude {
+        let first_bad = self.first_bad.take();
+        Exclude { excluded: Arc::new(self.intervals()), first_bad }
+    }
+
+    fn intervals(self) -> Excluded {
         let v4 = if self.v4_unsorted { merged(self.v4, |lo, hi| lo <= hi.saturating_add(1)) } else { self.v4 };
-        let v6 = merged(self.v6, |lo, hi| lo <= hi.saturating_add(1));
-        Exclude { excluded: Arc::new(Excluded { v4, v6 }), first_bad: self.first_bad }
+        Excluded { v4, v6: merged(self.v6, |lo, hi| lo <= hi.saturating_add(1)) }
     }
 }
 
@@ -265,19 +269,11 @@ impl From<&[IpNet]> for Excluded {
     fn from(nets: &[IpNet]) -> Excluded {
         let mut b = Builder::default();
         nets.iter().for_each(|n| b.push(Ok(*n)));
-        Arc::unwrap_or_clone(b.finish().excluded)
+        b.intervals()
     }
 }
 
 impl Excluded {
-    #[cfg(test)]
-    fn new(v4: Vec<(u32, u32)>, v6: Vec<(u128, u128)>) -> Excluded {
-        Excluded {
-            v4: merged(v4, |lo, hi| lo <= hi.saturating_add(1)),
-            v6: merged(v6, |lo, hi| lo <= hi.saturating_add(1)),
-        }
-    }
-
     pub fn family(&self, v4: bool) -> Intervals<'_> {
         if v4 { Intervals::V4(&self.v4) } else { Intervals::V6(&self.v6) }
     }
@@ -306,10 +302,11 @@ impl Excluded {
     /// lists (a single address is a /32 or /128, as the config's entry reads).
     pub fn cidrs(&self) -> impl Iterator<Item = IpNet> + '_ {
         let v4 = self.v4.iter().flat_map(|&(lo, hi)| {
-            cover(lo.into(), hi.into(), 32).map(|(a, p)| IpNet::V4(Ipv4Net::new_assert(Ipv4Addr::from(a as u32), p)))
+            cover(lo.into(), hi.into(), 32)
+                .filter_map(|(a, p)| Ipv4Net::new(Ipv4Addr::from(a as u32), p).ok().map(IpNet::V4))
         });
         let v6 = self.v6.iter().flat_map(|&(lo, hi)| {
-            cover(lo, hi, 128).map(|(a, p)| IpNet::V6(Ipv6Net::new_assert(Ipv6Addr::from(a), p)))
+            cover(lo, hi, 128).filter_map(|(a, p)| Ipv6Net::new(Ipv6Addr::from(a), p).ok().map(IpNet::V6))
         });
         v4.chain(v6)
     }
@@ -488,9 +485,10 @@ mod tests {
                 assert_eq!(cidrs.iter().filter(|c| c.contains(&ip)).count(), usize::from(listed), "{cidrs:?} at {ip}");
             }
         }
-        let all = Excluded::new(vec![(0, u32::MAX)], vec![(0, u128::MAX)]);
+        let intervals = |entries: &[&str]| entries.iter().copied().collect::<Exclude>().excluded().unwrap();
+        let all = intervals(&["0.0.0.0/0", "::/0"]);
         assert_eq!(all.cidrs().map(|c| c.to_string()).collect::<Vec<_>>(), ["0.0.0.0/0", "::/0"]);
-        let odd = Excluded::new(vec![(1, 6)], vec![]);
+        let odd = intervals(&["0.0.0.1", "0.0.0.2", "0.0.0.3", "0.0.0.4", "0.0.0.5", "0.0.0.6"]);
         assert_eq!(
             odd.cidrs().map(|c| c.to_string()).collect::<Vec<_>>(),
             ["0.0.0.1/32", "0.0.0.2/31", "0.0.0.4/31", "0.0.0.6/32"]

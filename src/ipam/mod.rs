@@ -497,12 +497,8 @@ mod tests {
 
     #[test]
     fn pool_json_writes_excludes_as_serde_would() {
-        let exclude: Vec<String> =
-            ["0.0.0.0/32", "10.9.99.100/32", "255.255.255.255", "10.200.0.0/30", "fd00::1", "fd00:1::/64"]
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
-        let nets = exclude.iter().map(String::as_str).collect::<super::exclude::Exclude>().excluded().unwrap();
+        let exclude = ["0.0.0.0/32", "10.9.99.100/32", "255.255.255.255", "10.200.0.0/30", "fd00::1", "fd00:1::/64"];
+        let nets = exclude.into_iter().collect::<super::exclude::Exclude>().excluded().unwrap();
         let range = pool::Range::new("r", "10.200.0.0/16", None, None, None).unwrap();
         let pool = Pool::new(vec![vec![range]], nets.clone()).unwrap();
         let bytes = pool_json(&pool, "static");
@@ -533,12 +529,8 @@ mod tests {
     fn the_fingerprint_follows_mode_ranges_and_every_exclude() {
         let range = |s| pool::Range::new("r", s, None, None, None).unwrap();
         let with = |subnet, excl: &[&str]| {
-            let e: Vec<String> = excl.iter().map(|s| s.to_string()).collect();
-            Pool::new(
-                vec![vec![range(subnet)]],
-                e.iter().map(String::as_str).collect::<super::exclude::Exclude>().excluded().unwrap(),
-            )
-            .unwrap()
+            let excluded = excl.iter().copied().collect::<super::exclude::Exclude>().excluded().unwrap();
+            Pool::new(vec![vec![range(subnet)]], excluded).unwrap()
         };
         let base = with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static");
         assert_eq!(base, with("10.200.0.0/16", &["10.200.0.5", "fd00::1"]).fingerprint("static"));
