@@ -15,7 +15,7 @@
 #                               the table, leaves docs/ alone. The old build is kept under
 #                               target/bench-against/ for the next run
 #
-# Both plugins are exec'd directly by the Rust driver benches/exec.rs (no shell in the timed
+# Both plugins are exec'd directly by the Rust driver crates/plugin/benches/exec.rs (no shell in the timed
 # path), alternately, on identical stores. HOST_LOCAL=/path overrides where host-local is.
 # Every data directory lives in one temporary directory, removed on exit.
 set -euo pipefail
@@ -107,15 +107,15 @@ fi
 
 # The driver, optimised (the bench profile); the smoke run builds it in the test profile, which
 # shares what `cargo test` built. Timings come from the plugins' execs, not from the driver.
-build_driver=(cargo bench --no-run)
+build_driver=(cargo bench --no-run -p podcidr)
 if ((smoke)); then
-    build_driver=(cargo build)
+    build_driver=(cargo build -p podcidr)
 fi
 driver=$("${build_driver[@]}" --locked --quiet --bench exec --message-format=json |
     grep '"kind":\["bench"\]' | grep '"name":"exec"' |
     sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -n1)
 [[ -x "$driver" ]] || {
-    log "could not find the built benches/exec.rs driver"
+    log "could not find the built crates/plugin/benches/exec.rs driver"
     exit 1
 }
 
@@ -154,7 +154,7 @@ if [[ -n "$against" ]]; then
     esac
     log "building podcidr at ${rev:0:12} (the plugin only)"
     (cd "$tmp/against-src" && CARGO_TARGET_DIR="$against_target" \
-        cargo build --release --locked --quiet "${target_args[@]}" --bin podcidr)
+        cargo build --release --locked --quiet "${target_args[@]}" -p podcidr --bin podcidr)
     mkdir -p "$tmp/bin/against-${rev:0:12}"
     cp "$other" "$tmp/bin/against-${rev:0:12}/podcidr"
     mode_args+=(--against "$tmp/bin/against-${rev:0:12}/podcidr" --against-only)
@@ -184,8 +184,8 @@ if ((!docs)); then
 fi
 
 if ((micro)); then
-    log "divan micro-benchmarks (benches/alloc.rs, benches/store.rs)"
-    cargo bench --locked --quiet --bench alloc --bench store 2>/dev/null | grep -v '^\s*$' >"$tmp/micro.txt"
+    log "divan micro-benchmarks (crates/plugin/benches/alloc.rs, store.rs)"
+    cargo bench -p podcidr --locked --quiet --bench alloc --bench store 2>/dev/null | grep -v '^\s*$' >"$tmp/micro.txt"
 fi
 
 python3 - "$tmp" "$host_local" "$host_local_version" "$noop_note" "$repro" "${fstype:-unknown}" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src Cargo.toml 2>/dev/null || echo ' with uncommitted changes')" <<'PY'
@@ -220,7 +220,7 @@ block = [
 if micro:
     block += [
         "",
-        "Micro-benchmarks (divan, in process; `cargo bench --bench alloc --bench store`):",
+        "Micro-benchmarks (divan, in process; `cargo bench -p podcidr --bench alloc --bench store`):",
         "",
         "```text",
         micro,

@@ -1,0 +1,80 @@
+//! What the plugin, the operator and the agent agree on in the cluster, written once: where a
+//! node's pod CIDRs are read from and written to, and the annotation that names their pool.
+
+use k8s_openapi::api::core::v1::NodeSpec;
+
+/// The Node annotation in which podcidr-operator records the PodCIDRPool a Node's CIDRs came
+/// from; the plugin reports it, and the operator restores draining pools from it.
+pub const POOL_ANNOTATION: &str = "podcidr.io/pool";
+
+/// A custom resource named after the node that holds its pod CIDRs at a path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CidrResource {
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    pub plural: &'static str,
+    /// The dotted path of the CIDR list in the object.
+    pub pod_cidrs_path: &'static str,
+}
+
+impl CidrResource {
+    /// `group/version`, as an object's `apiVersion`.
+    pub fn api_version(&self) -> String {
+        format!("{}/{}", self.group, self.version)
+    }
+
+    /// The CIDR list's path as a JSON pointer (`/spec/ipam/podCIDRs`).
+    pub fn pod_cidrs_pointer(&self) -> String {
+        self.pod_cidrs_path.split('.').fold(String::new(), |p, k| p + "/" + k)
+    }
+}
+
+/// Cilium's `CiliumNode` (cluster-pool IPAM): the crd mode's default, and the operator's
+/// `--target ciliumnode`.
+pub const CILIUM_NODE: CidrResource = CidrResource {
+    group: "cilium.io",
+    version: "v2",
+    kind: "CiliumNode",
+    plural: "ciliumnodes",
+    pod_cidrs_path: "spec.ipam.podCIDRs",
+};
+
+/// The CIDRs a Node holds: `spec.podCIDRs` (the dual-stack field, 1.16+), else `spec.podCIDR`
+/// alone (older writers). Empty strings are not CIDRs.
+pub fn node_pod_cidrs(spec: Option<&NodeSpec>) -> Vec<String> {
+    let Some(spec) = spec else { return Vec::new() };
+    match &spec.pod_cidrs {
+        Some(list) if !list.is_empty() => list.iter().filter(|c| !c.is_empty()).cloned().collect(),
+        _ => spec.pod_cidr.iter().filter(|c| !c.is_empty()).cloned().collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(cidr: Option<&str>, cidrs: Option<&[&str]>) -> NodeSpec {
+        NodeSpec {
+            pod_cidr: cidr.map(String::from),
+            pod_cidrs: cidrs.map(|l| l.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn pod_cidrs_else_pod_cidr() {
+        assert_eq!(node_pod_cidrs(None), Vec::<String>::new());
+        let both = spec(Some("10.0.0.0/24"), Some(&["10.0.0.0/24", "fd00::/64"]));
+        assert_eq!(node_pod_cidrs(Some(&both)), ["10.0.0.0/24", "fd00::/64"]);
+        assert_eq!(node_pod_cidrs(Some(&spec(Some("10.0.1.0/24"), None))), ["10.0.1.0/24"]);
+        assert_eq!(node_pod_cidrs(Some(&spec(Some("10.0.1.0/24"), Some(&[])))), ["10.0.1.0/24"]);
+        assert_eq!(node_pod_cidrs(Some(&spec(Some(""), None))), Vec::<String>::new());
+    }
+
+    #[test]
+    fn cilium_node_paths() {
+        assert_eq!(CILIUM_NODE.api_version(), "cilium.io/v2");
+        assert_eq!(CILIUM_NODE.pod_cidrs_pointer(), "/spec/ipam/podCIDRs");
+    }
+}

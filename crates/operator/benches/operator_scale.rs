@@ -1,0 +1,109 @@
+//! Issue 11 §8, the operator at scale, against the stateful stand-in API server
+//! (`tests/kubeapi`): not a timed test, a measurement to put in docs/benchmarks.md.
+//!
+//! - restore: 5,000 Nodes that already hold CIDRs; the operator is started and the CPU time
+//!   (user + system, from /proc) it has used when /readyz turns ready, and its resident memory
+//!   then and after the burst;
+//! - burst: 1,000 new Nodes at once; the time until all have CIDRs, beside what the client
+//!   rate limit allows (`--kube-api-qps` 20, `--kube-api-burst` 30: about (1,000 - 30) / 20 s
+//!   for the writes alone).
+//!
+//! `cargo bench --bench operator_scale [-- --nodes N --burst M]`
+
+use podcidr_testsupport::kubeapi;
+
+use kubeapi::KubeApi;
+use serde_json::json;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_podcidr-operator");
+
+fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// (CPU seconds used, resident MiB) of a process, from /proc.
+fn usage(pid: u32) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, r)| r.split_whitespace().collect()).unwrap_or_default();
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let cpu = fields.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
+        + fields.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let rss_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    (cpu / ticks, rss_kib / 1024.0)
+}
+
+fn ready(addr: std::net::SocketAddr) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(addr) else { return false };
+    let _ = write!(s, "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    r.starts_with("HTTP/1.1 200")
+}
+
+fn main() {
+    let (nodes, burst) = (arg("--nodes", 5000), arg("--burst", 1000));
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    // 10.0.0.0/8 by /24: 65,536 slices; the restored nodes hold the first ones.
+    for i in 0..nodes {
+        let cidr = format!("10.{}.{}.0/24", i / 256, i % 256);
+        api.create("/api/v1/nodes", &json!({"metadata":{"name":format!("old-{i:05}")},"spec":{"podCIDRs":[cidr]}}));
+    }
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (metrics, health) = (free(), free());
+    let kubeconfig = api.kubeconfig(dir.path(), "bench");
+    let started = Instant::now();
+    let mut child = Command::new(BIN)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .args(["--cluster-pool-ipv4-cidr", "10.0.0.0/8", "--cluster-pool-ipv4-mask-size", "24"])
+        .args(["--metrics-bind-address", &metrics.to_string(), "--health-probe-bind-address", &health.to_string()])
+        .args(["--leader-elect-lease-duration", "2s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    while !ready(health) {
+        assert!(Instant::now() < deadline, "not ready after 300 s");
+        assert!(child.try_wait().unwrap().is_none(), "the operator exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let restore_wall = started.elapsed();
+    let (restore_cpu, restore_rss) = usage(pid);
+    println!(
+        "restore of {nodes} Nodes: ready after {restore_wall:.2?} wall, {restore_cpu:.2} s CPU, {restore_rss:.1} MiB resident"
+    );
+
+    let burst_start = Instant::now();
+    let names: Vec<String> = (0..burst).map(|i| format!("new-{i:05}")).collect();
+    for n in &names {
+        api.create_node(n, &[]);
+    }
+    let ok = api.wait_for(Duration::from_secs(600), |api| {
+        let c = api.node_cidrs();
+        names.iter().all(|n| c.get(n).is_some_and(|l| !l.is_empty()))
+    });
+    let burst_wall = burst_start.elapsed();
+    let (cpu, rss) = usage(pid);
+    let floor = (burst.saturating_sub(30)) as f64 / 20.0;
+    println!(
+        "burst of {burst} Nodes: {} after {burst_wall:.2?} (the default client rate limit alone allows it in about {floor:.1} s); \
+         {:.2} s CPU for the burst, {rss:.1} MiB resident",
+        if ok { "all assigned" } else { "NOT all assigned" },
+        cpu - restore_cpu
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,324 @@
+//! Issue 12 §6 scenarios: PodCIDRPool objects (podcidr.io/v1alpha1) driving the real
+//! `podcidr-operator` against the stateful stand-in API server. The stand-in does not evaluate
+//! the CRD's CEL rules: the refusals are checked through the operator's own validation, in the
+//! pool's conditions.
+
+mod operator;
+
+use podcidr_testsupport::kubeapi;
+
+use kubeapi::KubeApi;
+use operator::{Operator, SOON, assert_no_overlap, events_for};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+const POOLS: &str = "/apis/podcidr.io/v1alpha1/podcidrpools";
+
+fn pool(name: &str, selector: Option<Value>, v4: &[&str], mask: u8) -> Value {
+    let mut p = json!({"apiVersion":"podcidr.io/v1alpha1","kind":"PodCIDRPool","metadata":{"name":name},
+        "spec":{"ipv4":{"cidrs":v4,"maskSize":mask}}});
+    if let Some(s) = selector {
+        p["spec"]["nodeSelector"] = s;
+    }
+    p
+}
+
+fn labels(l: &[(&str, &str)]) -> Value {
+    json!({"matchLabels": l.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>()})
+}
+
+fn get_pool(api: &KubeApi, name: &str) -> Option<Value> {
+    api.get(&format!("{POOLS}/{name}"))
+}
+
+fn condition(p: &Value, t: &str) -> Option<Value> {
+    p["status"]["conditions"].as_array()?.iter().find(|c| c["type"] == json!(t)).cloned()
+}
+
+fn cond_status(api: &KubeApi, pool: &str, t: &str) -> Option<String> {
+    condition(&get_pool(api, pool)?, t).and_then(|c| c["status"].as_str().map(str::to_string))
+}
+
+fn v4_status(api: &KubeApi, pool: &str, field: &str) -> Option<u64> {
+    get_pool(api, pool)?["status"]["ipv4"][field].as_u64()
+}
+
+fn cidr(api: &KubeApi, node: &str) -> Option<String> {
+    api.node_cidrs().get(node).and_then(|l| l.first().cloned())
+}
+
+fn wait_cidr(api: &KubeApi, node: &str) -> String {
+    assert!(api.wait_for(SOON, |api| cidr(api, node).is_some()), "{node} gets a CIDR");
+    cidr(api, node).unwrap()
+}
+
+fn within(c: &str, net: &str) -> bool {
+    let (c, net): (ipnet::IpNet, ipnet::IpNet) = (c.parse().unwrap(), net.parse().unwrap());
+    net.contains(&c)
+}
+
+/// An operator with only the default flag pool `10.244.0.0/16` besides the PodCIDRPools.
+fn start(api: &KubeApi, dir: &std::path::Path, who: &str) -> Operator {
+    Operator::start(
+        api,
+        dir,
+        who,
+        &["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "24"],
+    )
+}
+
+#[test]
+fn the_flag_pool_is_the_podcidrpool_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let _op = start(&api, dir.path(), "op-a");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some()));
+    let p = get_pool(&api, "default").unwrap();
+    assert_eq!(p["spec"]["ipv4"], json!({"cidrs":["10.244.0.0/16"],"maskSize":24}));
+    api.create_node("n1", &[]);
+    wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "default", "allocated") == Some(1)));
+    assert_eq!(v4_status(&api, "default", "capacity"), Some(256));
+    assert_eq!(v4_status(&api, "default", "free"), Some(255));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "default", "Ready").as_deref() == Some("True")));
+}
+
+#[test]
+fn the_ciliumnodeconfig_example_gives_node_1_exactly_its_cidr() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(POOLS, &pool("node-1", Some(labels(&[("kubernetes.io/hostname", "node-1")])), &["10.0.1.0/24"], 24));
+    let _op = start(&api, dir.path(), "op-a");
+    api.create_node("node-1", &[("kubernetes.io/hostname", "node-1")]);
+    api.create_node("node-2", &[("kubernetes.io/hostname", "node-2")]);
+    assert_eq!(wait_cidr(&api, "node-1"), "10.0.1.0/24");
+    assert!(within(&wait_cidr(&api, "node-2"), "10.244.0.0/16"));
+    assert_eq!(api.node("node-1").unwrap()["metadata"]["annotations"]["podcidr.io/pool"], json!("node-1"));
+}
+
+#[test]
+fn two_zones() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let zone = "topology.kubernetes.io/zone";
+    api.create(POOLS, &pool("zone-a", Some(labels(&[(zone, "a")])), &["10.10.0.0/16"], 24));
+    api.create(POOLS, &pool("zone-b", Some(labels(&[(zone, "b")])), &["10.20.0.0/16"], 24));
+    let _op = start(&api, dir.path(), "op-a");
+    for i in 0..5 {
+        api.create_node(&format!("a-{i}"), &[(zone, "a")]);
+        api.create_node(&format!("b-{i}"), &[(zone, "b")]);
+    }
+    for i in 0..5 {
+        assert!(within(&wait_cidr(&api, &format!("a-{i}")), "10.10.0.0/16"));
+        assert!(within(&wait_cidr(&api, &format!("b-{i}")), "10.20.0.0/16"));
+    }
+    assert_no_overlap(&api.node_cidrs());
+    assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "allocated") == Some(5)
+        && v4_status(api, "zone-b", "allocated") == Some(5)));
+}
+
+#[test]
+fn the_most_specific_pool_wins_and_the_next_serves_when_it_is_full() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let (zone, tier) = ("topology.kubernetes.io/zone", "example.com/tier");
+    // One slice only.
+    api.create(POOLS, &pool("a-gpu", Some(labels(&[(zone, "a"), (tier, "gpu")])), &["10.30.0.0/24"], 24));
+    api.create(POOLS, &pool("a", Some(labels(&[(zone, "a")])), &["10.31.0.0/16"], 24));
+    let _op = start(&api, dir.path(), "op-a");
+    api.create_node("gpu-1", &[(zone, "a"), (tier, "gpu")]);
+    assert_eq!(wait_cidr(&api, "gpu-1"), "10.30.0.0/24");
+    api.create_node("gpu-2", &[(zone, "a"), (tier, "gpu")]);
+    assert!(within(&wait_cidr(&api, "gpu-2"), "10.31.0.0/16"), "the full winner passes to the next candidate");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "a-gpu", "Exhausted").as_deref() == Some("True")));
+    assert!(api.wait_for(SOON, |api| api.events().iter().any(|e| e["reason"] == json!("PoolExhausted")
+        && e["involvedObject"]["name"] == json!("a-gpu")
+        && e["type"] == json!("Warning"))));
+    assert!(events_for(&api, "gpu-2", "CIDRNotAvailable").is_empty());
+}
+
+#[test]
+fn a_cidr_added_while_nodes_wait_serves_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let sel = Some(labels(&[("pool", "small")]));
+    api.create(POOLS, &pool("small", sel.clone(), &["10.40.0.0/30"], 30));
+    // No flag pool: nothing else can serve.
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    for n in ["s1", "s2", "s3"] {
+        api.create_node(n, &[("pool", "small")]);
+    }
+    wait_cidr(&api, "s1");
+    assert!(api.wait_for(SOON, |api| !events_for(api, "s2", "CIDRNotAvailable").is_empty()));
+    let (s, _) =
+        api.merge_patch(&format!("{POOLS}/small"), &json!({"spec":{"ipv4":{"cidrs":["10.40.0.0/30","10.40.1.0/30"]}}}));
+    assert_eq!(s, 200);
+    assert!(within(&wait_cidr(&api, "s2"), "10.40.0.0/23"));
+    assert!(api.wait_for(SOON, |api| v4_status(api, "small", "capacity") == Some(2)));
+    assert!(cidr(&api, "s3").is_none());
+    assert_no_overlap(&api.node_cidrs());
+}
+
+#[test]
+fn a_cidr_removed_while_in_use_drains_and_is_forgotten_after_its_last_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(POOLS, &pool("p", None, &["10.50.0.0/24"], 26));
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    api.create_node("n1", &[]);
+    let c1 = wait_cidr(&api, "n1");
+    assert!(within(&c1, "10.50.0.0/24"));
+    let (s, _) = api.merge_patch(&format!("{POOLS}/p"), &json!({"spec":{"ipv4":{"cidrs":["10.51.0.0/24"]}}}));
+    assert_eq!(s, 200);
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(1)));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "p", "Draining").as_deref() == Some("True")));
+    assert_eq!(cidr(&api, "n1").as_deref(), Some(c1.as_str()), "the holder keeps its CIDR");
+    api.create_node("n2", &[]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.51.0.0/24"), "no new node gets a slice of a draining CIDR");
+    api.delete_node("n1");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(0)));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "p", "Draining").as_deref() != Some("True")));
+}
+
+#[test]
+fn a_pool_deleted_while_in_use_is_held_until_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(POOLS, &pool("p", Some(labels(&[("pool", "p")])), &["10.60.0.0/24"], 26));
+    let _op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("pool", "p")]);
+    wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_some_and(|p| {
+        p["metadata"]["finalizers"].as_array().is_some_and(|f| f.contains(&json!("podcidr.io/drain")))
+    })));
+    let (s, _) = api.delete(&format!("{POOLS}/p"));
+    assert_eq!(s, 200);
+    assert!(get_pool(&api, "p").unwrap()["metadata"]["deletionTimestamp"].is_string(), "held by its finalizer");
+    api.create_node("n2", &[("pool", "p")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.244.0.0/16"), "a deleted pool serves no new node");
+    assert!(get_pool(&api, "p").is_some());
+    api.delete_node("n1");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_none()), "gone once no node holds a CIDR of it");
+}
+
+#[test]
+fn a_deleted_pool_stays_held_across_a_restart_until_its_last_node_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    // Two slices, both taken.
+    api.create(POOLS, &pool("p", Some(labels(&[("pool", "p")])), &["10.61.0.0/25"], 26));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("pool", "p")]);
+    api.create_node("n2", &[("pool", "p")]);
+    let (c1, c2) = (wait_cidr(&api, "n1"), wait_cidr(&api, "n2"));
+    assert!(within(&c1, "10.61.0.0/25") && within(&c2, "10.61.0.0/25"));
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_some_and(|p| {
+        p["metadata"]["finalizers"].as_array().is_some_and(|f| f.contains(&json!("podcidr.io/drain")))
+    })));
+    let (s, _) = api.delete(&format!("{POOLS}/p"));
+    assert_eq!(s, 200);
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(2)));
+    op.kill();
+    let _op2 = start(&api, dir.path(), "op-b");
+    // The new run must know the slices as the deleted pool's, not as foreign ones: it keeps the
+    // finalizer and reports them draining.
+    api.create_node("n3", &[("pool", "p")]);
+    assert!(within(&wait_cidr(&api, "n3"), "10.244.0.0/16"), "a deleted pool serves no new node");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(2)
+        && cond_status(api, "p", "Draining").as_deref() == Some("True")));
+    assert!(get_pool(&api, "p").is_some(), "held by its finalizer across the restart");
+    api.delete_node("n1");
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(1)));
+    assert!(get_pool(&api, "p").is_some(), "n2 still holds {c2}");
+    api.delete_node("n2");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_none()), "gone once no node holds a CIDR of it");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+#[test]
+fn a_mask_change_and_overlapping_pools_are_refused_with_a_clear_condition() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(POOLS, &pool("p", None, &["10.70.0.0/16"], 24));
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    api.create_node("n1", &[]);
+    let c1 = wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "p", "Ready").as_deref() == Some("True")));
+    let (s, _) = api.merge_patch(&format!("{POOLS}/p"), &json!({"spec":{"ipv4":{"maskSize":26}}}));
+    assert_eq!(s, 200, "the stand-in does not run CEL: the operator must refuse it itself");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "p", "Ready").as_deref() == Some("False")));
+    let ready = condition(&get_pool(&api, "p").unwrap(), "Ready").unwrap();
+    assert!(ready["message"].as_str().unwrap_or("").to_lowercase().contains("mask"), "{ready}");
+    // The pool keeps serving with its old mask.
+    api.create_node("n2", &[]);
+    let c2 = wait_cidr(&api, "n2");
+    assert!(c2.ends_with("/24"), "{c2}");
+    assert_ne!(c1, c2);
+
+    api.create(POOLS, &pool("q", None, &["10.70.128.0/17"], 24));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "q", "Ready").as_deref() == Some("False")));
+    let ready = condition(&get_pool(&api, "q").unwrap(), "Ready").unwrap();
+    assert!(ready["message"].as_str().unwrap_or("").to_lowercase().contains("overlap"), "{ready}");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+#[test]
+fn a_pool_re_added_while_its_old_cidrs_drain_hands_out_no_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    // Two slices.
+    api.create(POOLS, &pool("p", Some(labels(&[("pool", "p")])), &["10.80.0.0/25"], 26));
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    api.create_node("n1", &[("pool", "p")]);
+    let c1 = wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_some_and(|p| p["metadata"]["finalizers"].is_array())));
+    api.delete(&format!("{POOLS}/p"));
+    // Gone from the API only after its finalizer; the test removes it by hand to re-add the
+    // pool while n1 still holds a slice (the operator's allocator still knows it).
+    api.clear_finalizers(&format!("{POOLS}/p"));
+    assert!(api.wait_for(SOON, |api| get_pool(api, "p").is_none()));
+    api.create(POOLS, &pool("p", Some(labels(&[("pool", "p")])), &["10.80.0.0/25"], 26));
+    api.create_node("n2", &[("pool", "p")]);
+    api.create_node("n3", &[("pool", "p")]);
+    let c2 = wait_cidr(&api, "n2");
+    assert_ne!(c1, c2);
+    assert!(api.wait_for(SOON, |api| !events_for(api, "n3", "CIDRNotAvailable").is_empty()), "only one slice is free");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+#[test]
+fn a_restart_in_the_middle_of_it_all_keeps_cidrs_and_statuses() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let zone = "topology.kubernetes.io/zone";
+    api.create(POOLS, &pool("zone-a", Some(labels(&[(zone, "a")])), &["10.90.0.0/24", "10.91.0.0/24"], 26));
+    let mut op = start(&api, dir.path(), "op-a");
+    for i in 0..6 {
+        api.create_node(&format!("a-{i}"), &[(zone, "a")]);
+    }
+    for i in 0..6 {
+        wait_cidr(&api, &format!("a-{i}"));
+    }
+    // Drop a CIDR that nodes use, then restart.
+    api.merge_patch(&format!("{POOLS}/zone-a"), &json!({"spec":{"ipv4":{"cidrs":["10.91.0.0/24","10.92.0.0/24"]}}}));
+    assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "draining") == Some(4)));
+    let status_before = get_pool(&api, "zone-a").unwrap()["status"]["ipv4"].clone();
+    let before: BTreeMap<String, Vec<String>> = api.node_cidrs();
+    op.kill();
+    let _op2 = start(&api, dir.path(), "op-b");
+    for i in 6..10 {
+        api.create_node(&format!("a-{i}"), &[(zone, "a")]);
+    }
+    for i in 6..10 {
+        let c = wait_cidr(&api, &format!("a-{i}"));
+        assert!(!within(&c, "10.90.0.0/24"), "a-{i} got {c} from a draining CIDR");
+    }
+    let after = api.node_cidrs();
+    assert_no_overlap(&after);
+    for (n, l) in &before {
+        assert_eq!(&after[n], l);
+    }
+    assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "draining") == Some(4)));
+    assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "allocated")
+        == status_before["allocated"].as_u64().map(|a| a + 4)));
+}
