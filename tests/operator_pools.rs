@@ -322,3 +322,61 @@ fn a_restart_in_the_middle_of_it_all_keeps_cidrs_and_statuses() {
     assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "allocated")
         == status_before["allocated"].as_u64().map(|a| a + 4)));
 }
+
+fn pool_of(api: &KubeApi, node: &str) -> Option<String> {
+    api.node(node)?["metadata"]["annotations"]["podcidr.io/pool"].as_str().map(str::to_string)
+}
+
+fn ready_message(api: &KubeApi, pool: &str) -> String {
+    get_pool(api, pool).and_then(|p| condition(&p, "Ready")).map(|c| c["message"].to_string()).unwrap_or_default()
+}
+
+/// Issue 19 point 1: an edit the operator refuses (an empty matchExpressions key, which the CRD
+/// now refuses too) keeps the pool serving with its last accepted spec, also after the pool
+/// events that follow (its own status writes, a second edit).
+#[test]
+fn a_refused_edit_keeps_the_pool_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let sel = |key: &str| json!({"matchExpressions":[{"key":key,"operator":"Exists"}]});
+    api.create(POOLS, &pool("gpu", Some(sel("gpu")), &["10.90.0.0/16"], 24));
+    let _op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.90.0.0/16"));
+    let bad = json!({"spec":{"nodeSelector":{"matchExpressions":[{"key":"","operator":"Exists"}]}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/gpu"), &bad).0, 200, "the stand-in does not check the schema");
+    assert!(api.wait_for(SOON, |api| ready_message(api, "gpu").contains("matchExpressions[0]: the key is empty")));
+    // A second refused edit, seen once its own message shows: by then the pool has been
+    // through several pool events since the refusal.
+    let bad2 = json!({"spec":{"nodeSelector":{"matchExpressions":[{"key":"gpu","operator":"Exists"},{"key":"","operator":"Exists"}]}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/gpu"), &bad2).0, 200);
+    assert!(api.wait_for(SOON, |api| ready_message(api, "gpu").contains("matchExpressions[1]: the key is empty")));
+    api.create_node("n2", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.90.0.0/16"), "served by gpu with its last accepted spec");
+    assert_eq!(pool_of(&api, "n2").as_deref(), Some("gpu"));
+    assert_eq!(cond_status(&api, "gpu", "Draining").as_deref(), Some("False"), "its own CIDR does not drain");
+    assert_eq!(cond_status(&api, "gpu", "Ready").as_deref(), Some("False"));
+}
+
+/// Issue 19 point 2: of two overlapping pools, the one that was serving keeps serving after a
+/// restart (nodes hold its CIDRs), whatever the names sort as.
+#[test]
+fn the_serving_pool_of_two_overlapping_keeps_serving_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let sel = Some(labels(&[("pool", "x")]));
+    api.create(POOLS, &pool("zz-old", sel.clone(), &["10.10.0.0/16"], 24));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("pool", "x")]);
+    assert_eq!(wait_cidr(&api, "n1"), "10.10.0.0/24");
+    api.create(POOLS, &pool("aa-new", sel, &["10.10.128.0/17"], 24));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "aa-new", "Ready").as_deref() == Some("False")));
+    op.kill();
+    let _op2 = start(&api, dir.path(), "op-b");
+    api.create_node("n2", &[("pool", "x")]);
+    wait_cidr(&api, "n2");
+    assert_eq!(pool_of(&api, "n2").as_deref(), Some("zz-old"));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "aa-new", "Ready").as_deref() == Some("False")
+        && cond_status(api, "zz-old", "Ready").as_deref() == Some("True")));
+    assert_no_overlap(&api.node_cidrs());
+}

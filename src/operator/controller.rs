@@ -70,6 +70,9 @@ pub enum Input {
     PoolsListed,
     /// The pool reconciler wants the current counts.
     Stats(tokio::sync::oneshot::Sender<Snapshot>),
+    /// The CIDRs nodes hold, once every Node (and CiliumNode) is listed, else None: the pool
+    /// task orders overlapping pools by them (issue 19 point 2).
+    Held(tokio::sync::oneshot::Sender<Option<Vec<IpNet>>>),
 }
 
 /// The pools as the API has them.
@@ -419,6 +422,10 @@ impl Controller {
             Input::PoolsListed => {
                 self.pools_listed = true;
                 self.listed();
+            }
+            Input::Held(reply) => {
+                let listed = self.node_list.done && self.cilium_list.done;
+                let _ = reply.send(listed.then(|| self.alloc.nodes().flat_map(|(_, _, c)| c.to_vec()).collect()));
             }
             Input::Stats(reply) => {
                 let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();

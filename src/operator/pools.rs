@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use futures::StreamExt;
+use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
@@ -148,6 +150,84 @@ async fn ask<T>(tx: &mpsc::UnboundedSender<Input>, make: impl FnOnce(oneshot::Se
     rrx.await.ok()
 }
 
+/// The CIDRs nodes hold, once the controller has listed every node (None: it stopped).
+async fn wait_held(tx: &mpsc::UnboundedSender<Input>) -> Option<Vec<IpNet>> {
+    loop {
+        if let Some(held) = ask(tx, Input::Held).await? {
+            return Some(held);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Which of two overlapping pools serves does not depend on when the operator started: the
+/// allocator accepts in this order, so a pool whose CIDRs nodes hold comes first, then the
+/// older, then by name.
+fn serving_order(p: &PodCIDRPool, spec: &PoolSpec, held: &[IpNet]) -> (bool, Option<Timestamp>, String) {
+    let holds = [spec.ipv4.as_ref(), spec.ipv6.as_ref()]
+        .into_iter()
+        .flatten()
+        .any(|f| f.cidrs.iter().any(|c| held.iter().any(|h| c.contains(h))));
+    (!holds, p.meta().creation_timestamp.as_ref().map(|t| t.0), p.name_any())
+}
+
+/// The pool set to give the allocator, and the problems found on the way: the flag pool wins
+/// for `default`; a spec refused keeps its last accepted form in force (the pool keeps
+/// serving); a deleted pool is listed apart (it drains).
+fn pool_set(
+    flag_pool: Option<&PoolSpec>,
+    pools: &BTreeMap<String, PodCIDRPool>,
+    accepted: &BTreeMap<String, PoolSpec>,
+    held: &[IpNet],
+) -> (PoolSet, BTreeMap<String, String>) {
+    let mut active = Vec::new();
+    let mut deleted = Vec::new();
+    let mut problems = BTreeMap::new();
+    for (name, p) in pools {
+        if flag_pool.is_some() && name == DEFAULT_POOL {
+            continue;
+        }
+        if p.meta().deletion_timestamp.is_some() {
+            // Its last accepted form, or its spec if this run never accepted it.
+            if let Some(s) = accepted.get(name).cloned().or_else(|| to_pool_spec(name, &p.spec).ok()) {
+                deleted.push(s);
+            }
+            continue;
+        }
+        match to_pool_spec(name, &p.spec) {
+            Ok(s) => active.push((serving_order(p, &s, held), s)),
+            Err(e) => {
+                problems.insert(name.clone(), e);
+                if let Some(old) = accepted.get(name) {
+                    active.push((serving_order(p, old, held), old.clone()));
+                }
+            }
+        }
+    }
+    active.sort_by(|a, b| a.0.cmp(&b.0));
+    let active = flag_pool.cloned().into_iter().chain(active.into_iter().map(|(_, s)| s)).collect();
+    (PoolSet { active, deleted }, problems)
+}
+
+/// The specs in force after a push: what was pushed, except that a refused pool keeps the form
+/// accepted before (the allocator keeps it too).
+fn still_accepted(
+    pushed: &PoolSet,
+    problems: &BTreeMap<String, String>,
+    before: &BTreeMap<String, PoolSpec>,
+) -> BTreeMap<String, PoolSpec> {
+    pushed
+        .active
+        .iter()
+        .chain(&pushed.deleted)
+        .filter_map(|s| match problems.contains_key(&s.name) {
+            false => Some(s.clone()),
+            true => before.get(&s.name).cloned(),
+        })
+        .map(|s| (s.name.clone(), s))
+        .collect()
+}
+
 /// Start the pool task (the controller's `extra` hook).
 pub fn start(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
     tokio::spawn(run(sh, tx));
@@ -221,43 +301,19 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
             _ = tick.tick() => {}
         }
         if changed {
-            // The pool set: the flag pool wins for `default`; a spec refused keeps its last
-            // accepted form; deleted pools are left out (they drain).
-            let mut specs = Vec::new();
-            let mut deleted = Vec::new();
-            problems.clear();
-            if let Some(fp) = &flag_pool {
-                specs.push(fp.clone());
-            }
-            for (name, p) in &pools {
-                if flag_pool.is_some() && name == DEFAULT_POOL {
-                    continue;
-                }
-                if p.meta().deletion_timestamp.is_some() {
-                    // Its last accepted form, or its spec if this run never accepted it.
-                    if let Some(s) = accepted.get(name).cloned().or_else(|| to_pool_spec(name, &p.spec).ok()) {
-                        deleted.push(s);
-                    }
-                    continue;
-                }
-                match to_pool_spec(name, &p.spec) {
-                    Ok(s) => specs.push(s),
-                    Err(e) => {
-                        problems.insert(name.clone(), e);
-                        if let Some(old) = accepted.get(name) {
-                            specs.push(old.clone());
-                        }
-                    }
-                }
-            }
-            let set = PoolSet { active: specs.clone(), deleted };
+            // Overlapping pools are ordered by the CIDRs nodes hold: the first push waits for
+            // the Node list (later, the allocator keeps what it accepted).
+            let held = if listed { Some(Vec::new()) } else { wait_held(&tx).await };
+            let Some(held) = held else { return };
+            let (set, found) = pool_set(flag_pool.as_ref(), &pools, &accepted, &held);
+            problems = found;
+            let pushed = set.clone();
             let Some(refused) = ask(&tx, |r| Input::Pools(set, r)).await else { return };
             for pr in refused {
                 tracing::warn!("{pr}");
                 problems.entry(pr.pool.clone()).or_insert(pr.message);
             }
-            accepted =
-                specs.into_iter().filter(|s| !problems.contains_key(&s.name)).map(|s| (s.name.clone(), s)).collect();
+            accepted = still_accepted(&pushed, &problems, &accepted);
             if !listed {
                 listed = true;
                 let _ = tx.send(Input::PoolsListed);
@@ -336,6 +392,7 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::operator::crd::MSG_OVERLAP;
 
     #[test]
     fn flag_pool_round_trips_and_bad_specs_are_refused() {
@@ -349,6 +406,64 @@ mod tests {
         let mut bad = from_pool_spec(&p);
         bad.ipv4.as_mut().unwrap().mask_size = 8;
         assert!(to_pool_spec("x", &bad).unwrap_err().contains("maskSize"));
+    }
+
+    fn crd_pool(name: &str, cidr: &str, created: &str) -> PodCIDRPool {
+        let spec = PodCIDRPoolSpec {
+            node_selector: None,
+            ipv4: Some(PoolFamilySpec { cidrs: vec![cidr.into()], mask_size: 24 }),
+            ipv6: None,
+        };
+        let mut p = PodCIDRPool::new(name, spec);
+        p.metadata.creation_timestamp = Some(Time(created.parse().unwrap()));
+        p
+    }
+
+    fn names(set: &PoolSet) -> Vec<&str> {
+        set.active.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    /// Issue 19 point 1: an edit refused keeps the last accepted spec in force, also at the
+    /// pool events after the refusal (its own status writes).
+    #[test]
+    fn a_refused_edit_keeps_the_accepted_spec_in_force() {
+        let mut pools =
+            BTreeMap::from([("zone".to_string(), crd_pool("zone", "10.32.0.0/16", "2026-01-01T00:00:00Z"))]);
+        let (set, problems) = pool_set(None, &pools, &BTreeMap::new(), &[]);
+        assert!(problems.is_empty());
+        let mut accepted = still_accepted(&set, &problems, &BTreeMap::new());
+        let good = accepted["zone"].clone();
+        // An overlap inside the pool (what the pre-1.31 CRD lets in).
+        pools.get_mut("zone").unwrap().spec.ipv4.as_mut().unwrap().cidrs.push("10.32.0.0/17".into());
+        for event in 0..3 {
+            let (set, problems) = pool_set(None, &pools, &accepted, &[]);
+            assert!(problems["zone"].contains(MSG_OVERLAP), "{problems:?}");
+            assert_eq!(set.active, std::slice::from_ref(&good), "event {event}: the pool keeps serving as before");
+            accepted = still_accepted(&set, &problems, &accepted);
+        }
+    }
+
+    /// Issue 19 point 2: of two overlapping pools, the one nodes hold CIDRs of comes first,
+    /// then the older one, whatever their names.
+    #[test]
+    fn overlapping_pools_are_ordered_by_holders_then_age() {
+        let pools = BTreeMap::from([
+            ("aa-new".to_string(), crd_pool("aa-new", "10.10.128.0/17", "2026-02-01T00:00:00Z")),
+            ("zz-old".to_string(), crd_pool("zz-old", "10.10.0.0/16", "2026-01-01T00:00:00Z")),
+        ]);
+        let flag = PoolSpec { name: DEFAULT_POOL.into(), selector: None, ipv4: None, ipv6: None };
+        let (set, _) = pool_set(Some(&flag), &pools, &BTreeMap::new(), &[]);
+        assert_eq!(names(&set), ["default", "zz-old", "aa-new"]);
+        // Made the other way round: aa is older, but nodes hold CIDRs of zz only.
+        let pools = BTreeMap::from([
+            ("aa".to_string(), crd_pool("aa", "10.10.128.0/17", "2025-01-01T00:00:00Z")),
+            ("zz".to_string(), crd_pool("zz", "10.10.0.0/16", "2026-01-01T00:00:00Z")),
+        ]);
+        let (set, _) = pool_set(Some(&flag), &pools, &BTreeMap::new(), &[]);
+        assert_eq!(names(&set), ["default", "aa", "zz"]);
+        let held: Vec<IpNet> = vec!["10.10.5.0/24".parse().unwrap()];
+        let (set, _) = pool_set(Some(&flag), &pools, &BTreeMap::new(), &held);
+        assert_eq!(names(&set), ["default", "zz", "aa"], "nodes hold CIDRs of zz");
     }
 
     #[test]
