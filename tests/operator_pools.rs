@@ -380,3 +380,57 @@ fn the_serving_pool_of_two_overlapping_keeps_serving_across_a_restart() {
         && cond_status(api, "zz-old", "Ready").as_deref() == Some("True")));
     assert_no_overlap(&api.node_cidrs());
 }
+
+/// Waits (bounded) for the operator to exit; its exit code.
+fn exit_code(op: &mut Operator) -> Option<i32> {
+    let deadline = std::time::Instant::now() + SOON;
+    while std::time::Instant::now() < deadline {
+        if let Some(st) = op.child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// Issue 19 point 4: a restart with another mask flag than the `default` object's is refused
+/// at start-up, naming the flag and what to do; the object keeps what nodes hold.
+#[test]
+fn a_changed_mask_flag_is_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[]);
+    assert_eq!(wait_cidr(&api, "n1"), "10.244.0.0/24");
+    op.kill();
+    let mut op2 = Operator::start(
+        &api,
+        dir.path(),
+        "op-b",
+        &["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "26"],
+    );
+    assert_eq!(exit_code(&mut op2), Some(2), "{}", op2.log());
+    let log = op2.log();
+    assert!(log.contains("--cluster-pool-ipv4-mask-size 26: the PodCIDRPool default hands out /24"), "{log}");
+    assert!(log.contains("set --cluster-pool-ipv4-mask-size 24 again"), "{log}");
+    assert_eq!(get_pool(&api, "default").unwrap()["spec"]["ipv4"]["maskSize"], json!(24));
+}
+
+/// Issue 19 points 4 and 5: a family dropped from the flags leaves the `default` object's spec
+/// and its status (the status is written once, not for ever).
+#[test]
+fn a_family_dropped_from_the_flags_leaves_the_default_object_and_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let v4 = ["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "24"];
+    let v6 = ["--cluster-pool-ipv6-cidr", "fd00:10::/56", "--cluster-pool-ipv6-mask-size", "64"];
+    let mut op = Operator::start(&api, dir.path(), "op-a", &[&v4[..], &v6[..]].concat());
+    api.create_node("n1", &[]);
+    wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some_and(|p| p["status"]["ipv6"].is_object())));
+    op.kill();
+    let _op2 = Operator::start(&api, dir.path(), "op-b", &v4);
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some_and(|p| p["spec"].get("ipv6").is_none()
+        && p["status"].get("ipv6").is_none()
+        && p["status"]["ipv4"]["allocated"] == json!(1))));
+}

@@ -144,10 +144,50 @@ fn same_status(a: &PodCIDRPoolStatus, b: &PodCIDRPoolStatus) -> bool {
     key(a) == key(b)
 }
 
+/// The merge patch that makes the stored status `status`: a family the pool no longer has is
+/// removed (null), else it would stay in the object and the status would differ for ever.
+fn status_patch(status: &PodCIDRPoolStatus) -> serde_json::Value {
+    let mut v = serde_json::to_value(status).unwrap_or_default();
+    if let Some(m) = v.as_object_mut() {
+        for family in ["ipv4", "ipv6"] {
+            m.entry(family).or_insert(serde_json::Value::Null);
+        }
+    }
+    v
+}
+
 async fn ask<T>(tx: &mpsc::UnboundedSender<Input>, make: impl FnOnce(oneshot::Sender<T>) -> Input) -> Option<T> {
     let (rtx, rrx) = oneshot::channel();
     tx.send(make(rtx)).ok()?;
     rrx.await.ok()
+}
+
+/// The merge patch (of `spec`) that brings the `default` object in step with the flags (None:
+/// it is), or, when the flags change a family's `maskSize`, the start-up error: the object and
+/// the nodes keep the old size, so serving the new one would make them disagree.
+fn default_pool_patch(obj: &PodCIDRPoolSpec, want: &PodCIDRPoolSpec) -> Result<Option<serde_json::Value>, String> {
+    for (family, old, new) in [("ipv4", &obj.ipv4, &want.ipv4), ("ipv6", &obj.ipv6, &want.ipv6)] {
+        if let (Some(o), Some(n)) = (old, new)
+            && o.mask_size != n.mask_size
+        {
+            return Err(format!(
+                "--cluster-pool-{family}-mask-size {}: the PodCIDRPool {DEFAULT_POOL} hands out /{} node CIDRs and maskSize is immutable: \
+                 set --cluster-pool-{family}-mask-size {} again; to hand out /{} CIDRs, create a PodCIDRPool with new CIDRs and maskSize {}",
+                n.mask_size, o.mask_size, o.mask_size, n.mask_size, n.mask_size
+            ));
+        }
+    }
+    if obj == want {
+        return Ok(None);
+    }
+    // A family dropped from the flags is removed from the object (null), not left behind.
+    let mut patch = serde_json::to_value(want).unwrap_or_default();
+    if let Some(m) = patch.as_object_mut() {
+        for family in ["ipv4", "ipv6", "nodeSelector"] {
+            m.entry(family).or_insert(serde_json::Value::Null);
+        }
+    }
+    Ok(Some(patch))
 }
 
 /// The CIDRs nodes hold, once the controller has listed every node (None: it stopped).
@@ -262,13 +302,21 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
                     tracing::warn!("cannot create the PodCIDRPool {DEFAULT_POOL}: {e}");
                 }
             }
-            Ok(Some(p)) if p.spec != want => {
-                let patch = json!({"spec": serde_json::to_value(&want).unwrap_or_default()});
-                if let Err(e) = api.patch(DEFAULT_POOL, &pp, &Patch::Merge(patch)).await {
-                    tracing::warn!("cannot bring the PodCIDRPool {DEFAULT_POOL} in step with the flags: {e}");
+            Ok(Some(p)) => match default_pool_patch(&p.spec, &want) {
+                Ok(None) => {}
+                Ok(Some(patch)) => {
+                    if let Err(e) = api.patch(DEFAULT_POOL, &pp, &Patch::Merge(json!({"spec": patch}))).await {
+                        tracing::warn!("cannot bring the PodCIDRPool {DEFAULT_POOL} in step with the flags: {e}");
+                    }
                 }
-            }
-            Ok(Some(_)) => {}
+                Err(e) => {
+                    // Serving the flags would make the object (and `kubectl get podcidrpools`)
+                    // say what the operator is not doing: refuse to start, as for a bad flag.
+                    tracing::error!("{e}");
+                    eprintln!("podcidr-operator: {e}");
+                    std::process::exit(2);
+                }
+            },
             Err(e) => tracing::warn!("cannot read the PodCIDRPool {DEFAULT_POOL}: {e}"),
         }
     }
@@ -373,7 +421,7 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
             }
             exhausted.insert(name.clone(), full);
             if !same_status(&old, &status) {
-                let patch = json!({"status": serde_json::to_value(&status).unwrap_or_default()});
+                let patch = json!({"status": status_patch(&status)});
                 match api.patch_status(name, &pp, &Patch::Merge(patch)).await {
                     // Keep our copy current so the same status is not written again.
                     Ok(np) => written.push((name.clone(), np.status)),
@@ -464,6 +512,63 @@ mod tests {
         let held: Vec<IpNet> = vec!["10.10.5.0/24".parse().unwrap()];
         let (set, _) = pool_set(Some(&flag), &pools, &BTreeMap::new(), &held);
         assert_eq!(names(&set), ["default", "zz", "aa"], "nodes hold CIDRs of zz");
+    }
+
+    /// Issue 19 point 4: the `default` object follows the flags (a family dropped from them is
+    /// removed from it), and a changed mask is a start-up error naming the flag.
+    #[test]
+    fn the_default_object_never_drifts_from_the_flags() {
+        let fam = |c: &str, m| Some(PoolFamilySpec { cidrs: vec![c.into()], mask_size: m });
+        let spec = |ipv4, ipv6| PodCIDRPoolSpec { node_selector: None, ipv4, ipv6 };
+        let both = spec(fam("10.244.0.0/16", 24), fam("fd00::/48", 64));
+        let v4 = spec(fam("10.244.0.0/16", 24), None);
+        assert_eq!(default_pool_patch(&both, &both), Ok(None));
+        let mut stored = serde_json::to_value(&both).unwrap();
+        merge(&mut stored, &default_pool_patch(&both, &v4).unwrap().unwrap());
+        assert_eq!(serde_json::from_value::<PodCIDRPoolSpec>(stored).unwrap(), v4);
+        let e = default_pool_patch(&both, &spec(fam("10.244.0.0/16", 26), fam("fd00::/48", 64))).unwrap_err();
+        assert!(e.starts_with("--cluster-pool-ipv4-mask-size 26: the PodCIDRPool default hands out /24"), "{e}");
+        assert!(e.contains("set --cluster-pool-ipv4-mask-size 24 again"), "{e}");
+    }
+
+    /// RFC 7386, as the API server applies a merge patch.
+    fn merge(target: &mut serde_json::Value, patch: &serde_json::Value) {
+        match (target.as_object_mut(), patch.as_object()) {
+            (Some(t), Some(p)) => {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(serde_json::Value::Null), v);
+                    }
+                }
+            }
+            _ => *target = patch.clone(),
+        }
+    }
+
+    /// Issue 19 point 5: a family removed from a pool leaves its status, so the status is the
+    /// same as wanted after one write (and is not written again every second).
+    #[test]
+    fn a_removed_family_leaves_the_status() {
+        let st = |family| PoolStats {
+            pool: "p".into(),
+            family,
+            cidrs: vec![],
+            mask: 24,
+            capacity: 4,
+            allocated: 1,
+            free: 3,
+            draining: 0,
+        };
+        let (v4, v6) = (st(Family::V4), st(Family::V6));
+        let both = status_of(&[&v4, &v6], None, false, &[], Some(1));
+        let only_v4 = status_of(&[&v4], None, false, &both.conditions, Some(2));
+        let mut stored = serde_json::to_value(&both).unwrap();
+        merge(&mut stored, &status_patch(&only_v4));
+        let stored: PodCIDRPoolStatus = serde_json::from_value(stored).unwrap();
+        assert_eq!(stored.ipv6, None);
+        assert!(same_status(&stored, &only_v4), "nothing more to write");
     }
 
     #[test]
