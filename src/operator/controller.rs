@@ -301,6 +301,7 @@ impl Controller {
     }
 
     fn node_gone(&mut self, name: &str) {
+        self.sh.events.resolved(name, events::CIDR_NOT_AVAILABLE);
         self.nodes.remove(name);
         self.maybe_release(name);
     }
@@ -514,6 +515,7 @@ impl Controller {
             let had = self.alloc.holds(name).is_some();
             match self.alloc.allocate(name, &node.labels) {
                 Ok(a) => {
+                    self.sh.events.resolved(name, events::CIDR_NOT_AVAILABLE);
                     self.dirty = true;
                     (a.pool, a.cidrs, !had)
                 }

@@ -110,6 +110,14 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     // Leader election has a limiter of its own: a burst of writes must not delay a renewal.
+    // Events have a limiter of their own too: they never delay a CIDR write.
+    let events_client = match client::limited(config.clone(), 5.0, 10) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let lease_client = match client::limited(config, 5.0, 10) {
         Ok(c) => c,
         Err(e) => {
@@ -137,7 +145,7 @@ async fn serve(settings: Settings) -> ExitCode {
             }
         }
     }
-    let events = events::Events::start(kube.clone(), &settings.identity, metrics.clone());
+    let events = events::Events::start(events_client, &settings.identity, metrics.clone());
     let shared = controller::Shared {
         client: kube.clone(),
         settings: settings.clone(),
