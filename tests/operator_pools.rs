@@ -434,3 +434,29 @@ fn a_family_dropped_from_the_flags_leaves_the_default_object_and_its_status() {
         && p["status"].get("ipv6").is_none()
         && p["status"]["ipv4"]["allocated"] == json!(1))));
 }
+
+/// Issue 19 point 3: the PodCIDRPool CRD installed after the operator started is noticed
+/// without a restart (the flag pool serves meanwhile), and so is its going away.
+#[test]
+fn a_crd_installed_after_start_is_noticed_and_so_is_its_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.uninstall("podcidr.io", "podcidrpools");
+    let op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.244.0.0/16"));
+    assert!(op.log().contains("the PodCIDRPool CRD is not installed"), "{}", op.log());
+    let crd = serde_json::to_value(podcidr::operator::crd::crd()).unwrap();
+    api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &crd);
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some()), "the default pool object appears");
+    api.create(POOLS, &pool("gpu", Some(labels(&[("gpu", "1")])), &["10.90.0.0/16"], 24));
+    api.create_node("n2", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.90.0.0/16"), "served by the new pool without a restart");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "gpu", "Ready").as_deref() == Some("True")));
+
+    api.uninstall("podcidr.io", "podcidrpools");
+    assert!(api.wait_for(SOON, |_| op.log().contains("the PodCIDRPool CRD is gone")), "{}", op.log());
+    api.create_node("n3", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n3"), "10.244.0.0/16"), "the flag pool alone serves");
+    assert_no_overlap(&api.node_cidrs());
+}

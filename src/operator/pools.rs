@@ -273,18 +273,23 @@ pub fn start(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
     tokio::spawn(run(sh, tx));
 }
 
-async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
-    let api: Api<PodCIDRPool> = Api::all(sh.client.clone());
-    let flag_pool = sh.settings.default_pool.clone();
-    // Is the CRD there?
+/// How often to look for the CRD while it is not installed.
+const CRD_POLL: Duration = Duration::from_secs(5);
+
+/// Why [`serve`] returned.
+enum Served {
+    /// The controller is gone.
+    Stopped,
+    /// The PodCIDRPool CRD went away.
+    CrdGone,
+}
+
+/// Is the PodCIDRPool CRD served? Retries other errors.
+async fn crd_installed(sh: &Shared, api: &Api<PodCIDRPool>) -> bool {
     loop {
         match api.list(&ListParams::default().limit(1)).await {
-            Ok(_) => break,
-            Err(kube::Error::Api(s)) if s.code == 404 => {
-                tracing::warn!("the PodCIDRPool CRD is not installed: running with the flag pool alone");
-                let _ = tx.send(Input::PoolsListed);
-                return;
-            }
+            Ok(_) => return true,
+            Err(kube::Error::Api(s)) if s.code == 404 => return false,
             Err(e) => {
                 sh.metrics.api_error(&super::targets::error_code(&e));
                 tracing::warn!("cannot list podcidrpools: {e} (retrying)");
@@ -292,6 +297,45 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
             }
         }
     }
+}
+
+async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
+    let api: Api<PodCIDRPool> = Api::all(sh.client.clone());
+    // PoolsListed sent (the restore waits for it once).
+    let mut announced = false;
+    // The CRD may be installed after the operator started, or removed (issue 19 point 3):
+    // without it the flag pool alone serves, and the CRD is looked for again.
+    loop {
+        if !crd_installed(&sh, &api).await {
+            tracing::warn!(
+                "the PodCIDRPool CRD is not installed: running with the flag pool alone (looking again every {}s)",
+                CRD_POLL.as_secs()
+            );
+            if !announced {
+                announced = true;
+                let _ = tx.send(Input::PoolsListed);
+            }
+            while !crd_installed(&sh, &api).await {
+                tokio::time::sleep(CRD_POLL).await;
+            }
+            tracing::info!("the PodCIDRPool CRD is installed: serving PodCIDRPools");
+        }
+        match serve(&sh, &tx, &api, &mut announced).await {
+            Served::Stopped => return,
+            Served::CrdGone => {
+                tracing::warn!("the PodCIDRPool CRD is gone: the flag pool alone serves");
+                let set = PoolSet { active: sh.settings.default_pool.clone().into_iter().collect(), deleted: vec![] };
+                if ask(&tx, |r| Input::Pools(set, r)).await.is_none() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Serve the PodCIDRPools while the CRD is installed.
+async fn serve(sh: &Shared, tx: &mpsc::UnboundedSender<Input>, api: &Api<PodCIDRPool>, announced: &mut bool) -> Served {
+    let flag_pool = sh.settings.default_pool.clone();
     let pp = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
     if let Some(fp) = &flag_pool {
         let want = from_pool_spec(fp);
@@ -333,8 +377,13 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
         let mut changed = false;
         tokio::select! {
             ev = stream.next() => match ev {
-                None => return,
-                Some(Err(e)) => tracing::warn!("watching podcidrpools: {e}"),
+                None => return Served::Stopped,
+                Some(Err(e)) => {
+                    tracing::warn!("watching podcidrpools: {e}");
+                    if !crd_installed(sh, api).await {
+                        return Served::CrdGone;
+                    }
+                }
                 Some(Ok(Event::Init)) => init = Some(BTreeMap::new()),
                 Some(Ok(Event::InitApply(p))) => {
                     if let Some(m) = init.as_mut() { m.insert(p.name_any(), p); }
@@ -351,26 +400,27 @@ async fn run(sh: Shared, tx: mpsc::UnboundedSender<Input>) {
         if changed {
             // Overlapping pools are ordered by the CIDRs nodes hold: the first push waits for
             // the Node list (later, the allocator keeps what it accepted).
-            let held = if listed { Some(Vec::new()) } else { wait_held(&tx).await };
-            let Some(held) = held else { return };
+            let held = if listed { Some(Vec::new()) } else { wait_held(tx).await };
+            let Some(held) = held else { return Served::Stopped };
             let (set, found) = pool_set(flag_pool.as_ref(), &pools, &accepted, &held);
             problems = found;
             let pushed = set.clone();
-            let Some(refused) = ask(&tx, |r| Input::Pools(set, r)).await else { return };
+            let Some(refused) = ask(tx, |r| Input::Pools(set, r)).await else { return Served::Stopped };
             for pr in refused {
                 tracing::warn!("{pr}");
                 problems.entry(pr.pool.clone()).or_insert(pr.message);
             }
             accepted = still_accepted(&pushed, &problems, &accepted);
-            if !listed {
-                listed = true;
+            listed = true;
+            if !*announced {
+                *announced = true;
                 let _ = tx.send(Input::PoolsListed);
             }
         }
         if !listed {
             continue;
         }
-        let Some(snap) = ask(&tx, Input::Stats).await else { return };
+        let Some(snap) = ask(tx, Input::Stats).await else { return Served::Stopped };
         let mut written = Vec::new();
         for (name, p) in &pools {
             let stats: Vec<&PoolStats> = snap.stats.iter().filter(|s| &s.pool == name).collect();
