@@ -460,3 +460,27 @@ fn a_crd_installed_after_start_is_noticed_and_so_is_its_removal() {
     assert!(within(&wait_cidr(&api, "n3"), "10.244.0.0/16"), "the flag pool alone serves");
     assert_no_overlap(&api.node_cidrs());
 }
+
+/// Issue 19 point 7: a maskSize change by removing the family and adding it back is refused
+/// while nodes still hold CIDRs of the old size; the pool keeps serving as accepted.
+#[test]
+fn a_mask_change_by_remove_and_re_add_is_refused_while_nodes_hold_the_old_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let mut p = pool("p", None, &["10.95.0.0/16"], 24);
+    p["spec"]["ipv6"] = json!({"cidrs":["fd00:95::/48"],"maskSize":64});
+    api.create(POOLS, &p);
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    api.create_node("n1", &[]);
+    assert!(api.wait_for(SOON, |api| api.node_cidrs().get("n1").is_some_and(|c| c.len() == 2)));
+    let path = format!("{POOLS}/p");
+    assert_eq!(api.merge_patch(&path, &json!({"spec":{"ipv4":null}})).0, 200);
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(1)), "n1's /24 drains");
+    assert_eq!(api.merge_patch(&path, &json!({"spec":{"ipv4":{"cidrs":["10.95.0.0/16"],"maskSize":26}}})).0, 200);
+    assert!(api.wait_for(SOON, |api| ready_message(api, "p").contains("nodes still hold CIDRs of this family")));
+    assert_eq!(cond_status(&api, "p", "Ready").as_deref(), Some("False"));
+    api.create_node("n2", &[]);
+    assert!(api.wait_for(SOON, |api| api.node_cidrs().get("n2").is_some_and(|c| !c.is_empty())));
+    assert_eq!(api.node_cidrs()["n2"].len(), 1, "only ipv6 is accepted: no /26 handed out");
+    assert_no_overlap(&api.node_cidrs());
+}
