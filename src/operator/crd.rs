@@ -25,9 +25,9 @@
 //! [`crd_yaml`] has both ([`CelRules::Full`], needs Kubernetes 1.31+);
 //! [`crd_yaml_for`]`(`[`CelRules::Portable`]`)` leaves out the second set and is
 //! `conf/operator/crd-pre-1.31.yaml`. Overlap between pools is never expressible in CEL (a
-//! rule sees one object). The operator checks everything again ([`PodCIDRPoolSpec::problems`]
-//! mirrors the rules with the same messages) and reports a refused pool in its `Ready`
-//! condition.
+//! rule sees one object). The rules and their CEL forms are stated once in [`super::rules`];
+//! the operator checks everything again ([`PodCIDRPoolSpec::problems`]) and reports a refused
+//! pool in its `Ready` condition.
 //!
 //! Status counts are node CIDRs (slices). They are integers in the API (int64), so they
 //! saturate at `i64::MAX` ([`PoolFamilyStatus::new`]): only IPv6 pools with more than 2^63

@@ -7,6 +7,7 @@
 //! - [`controller`]: restore, watch, assign, release (one task owns the [`allocator`]).
 //! - [`targets`]: the writes to Nodes and CiliumNodes. [`events`]: Warning Events.
 //! - [`pools`]: PodCIDRPools (the `default` pool from the flags, statuses, the drain finalizer).
+//! - [`rules`]: the pool rules, each stated once (check, message, CEL form).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz. [`status`], [`crd`]: subcommands.
 
 pub mod allocator;

@@ -3,7 +3,8 @@
 //! a whole; a spec it (or the CRD's rules, checked here again) refuses keeps the pool as it
 //! was, and the problem is shown in the pool's `Ready` condition. A deleted pool is held by the
 //! finalizer `podcidr.io/drain` until no node holds a CIDR of it. Statuses are refreshed every
-//! second and written only when they change. Without the CRD, the flag pool alone is used.
+//! second and written only when they change. Without the CRD, the flag pool alone is used until
+//! the CRD appears (looked for every few seconds).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
