@@ -484,3 +484,29 @@ fn a_mask_change_by_remove_and_re_add_is_refused_while_nodes_hold_the_old_size()
     assert_eq!(api.node_cidrs()["n2"].len(), 1, "only ipv6 is accepted: no /26 handed out");
     assert_no_overlap(&api.node_cidrs());
 }
+
+/// Issue 19 point 1 across a restart: the spec in force is recorded on the pool, so a pool whose
+/// stored spec is refused keeps serving after the operator restarts.
+#[test]
+fn a_refused_edit_keeps_the_pool_serving_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.26.5");
+    api.create(POOLS, &pool("zone", Some(labels(&[("zone", "a")])), &["10.32.0.0/16"], 24));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("zone", "a")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.32.0.0/16"));
+    assert!(api.wait_for(SOON, |api| {
+        get_pool(api, "zone").is_some_and(|p| p["metadata"]["annotations"]["podcidr.io/accepted-spec"].is_string())
+    }));
+    op.kill();
+    // What the pre-1.31 CRD lets in: an overlap inside the pool.
+    let bad = json!({"spec":{"ipv4":{"cidrs":["10.32.0.0/16", "10.32.0.0/17"],"maskSize":24}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/zone"), &bad).0, 200);
+    let _op2 = start(&api, dir.path(), "op-b");
+    api.create_node("n2", &[("zone", "a")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.32.0.0/16"), "served by zone with its recorded spec");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "zone", "Ready").as_deref() == Some("False")));
+    assert!(ready_message(&api, "zone").contains("must not overlap"), "{}", ready_message(&api, "zone"));
+    assert_eq!(cond_status(&api, "zone", "Draining").as_deref(), Some("False"));
+    assert_no_overlap(&api.node_cidrs());
+}

@@ -46,6 +46,9 @@ use super::rules::{self, Broken};
 
 /// The annotation the operator writes on a Node it gave CIDRs: the pool's name.
 pub const POOL_ANNOTATION: &str = "podcidr.io/pool";
+/// The annotation the operator writes on a PodCIDRPool: the spec it last accepted (JSON), kept
+/// in force after a restart when the stored spec is refused.
+pub const ACCEPTED_ANNOTATION: &str = "podcidr.io/accepted-spec";
 /// The finalizer that holds a deleted pool until no node holds a CIDR of it.
 pub const DRAIN_FINALIZER: &str = "podcidr.io/drain";
 /// The pool made from the operator's `--cluster-pool-*` flags.

@@ -23,8 +23,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::allocator::{Family, FamilySpec, PoolSpec, PoolStats};
 use super::controller::{Input, PoolSet, Shared};
 use super::crd::{
-    CONDITION_DRAINING, CONDITION_EXHAUSTED, CONDITION_READY, DEFAULT_POOL, DRAIN_FINALIZER, PodCIDRPool,
-    PodCIDRPoolSpec, PodCIDRPoolStatus, PoolFamilySpec, PoolFamilyStatus,
+    ACCEPTED_ANNOTATION, CONDITION_DRAINING, CONDITION_EXHAUSTED, CONDITION_READY, DEFAULT_POOL, DRAIN_FINALIZER,
+    PodCIDRPool, PodCIDRPoolSpec, PodCIDRPoolStatus, PoolFamilySpec, PoolFamilyStatus,
 };
 use super::events;
 use super::selector::Selector;
@@ -212,6 +212,11 @@ fn serving_order(p: &PodCIDRPool, spec: &PoolSpec, held: &[IpNet]) -> (bool, Opt
     (!holds, p.meta().creation_timestamp.as_ref().map(|t| t.0), p.name_any())
 }
 
+/// The spec a run accepted and recorded on the pool ([`ACCEPTED_ANNOTATION`]).
+fn recorded(p: &PodCIDRPool) -> Option<PodCIDRPoolSpec> {
+    serde_json::from_str(p.annotations().get(ACCEPTED_ANNOTATION)?).ok()
+}
+
 /// The pool set to give the allocator, and the problems found on the way: the flag pool wins
 /// for `default`; a spec refused keeps its last accepted form in force (the pool keeps
 /// serving); a deleted pool is listed apart (it drains).
@@ -229,8 +234,9 @@ fn pool_set(
             continue;
         }
         if p.meta().deletion_timestamp.is_some() {
-            // Its last accepted form, or its spec if this run never accepted it.
-            if let Some(s) = accepted.get(name).cloned().or_else(|| to_pool_spec(name, &p.spec).ok()) {
+            // Its last accepted form, else its spec, else the form an earlier run recorded.
+            let last = || to_pool_spec(name, &p.spec).ok().or_else(|| to_pool_spec(name, &recorded(p)?).ok());
+            if let Some(s) = accepted.get(name).cloned().or_else(last) {
                 deleted.push(s);
             }
             continue;
@@ -239,8 +245,10 @@ fn pool_set(
             Ok(s) => active.push((serving_order(p, &s, held), s)),
             Err(e) => {
                 problems.insert(name.clone(), e);
-                if let Some(old) = accepted.get(name) {
-                    active.push((serving_order(p, old, held), old.clone()));
+                // After a restart, the spec a previous run accepted and recorded.
+                let old = accepted.get(name).cloned().or_else(|| to_pool_spec(name, &recorded(p)?).ok());
+                if let Some(old) = old {
+                    active.push((serving_order(p, &old, held), old));
                 }
             }
         }
@@ -438,12 +446,24 @@ async fn serve(sh: &Shared, tx: &mpsc::UnboundedSender<Input>, api: &Api<PodCIDR
                         Err(e) => tracing::warn!(pool = %name, "cannot remove the finalizer: {e}"),
                     }
                 }
-            } else if !has_fin {
-                let mut all = fins.clone();
-                all.push(DRAIN_FINALIZER.into());
-                let patch = json!({"metadata": {"finalizers": all, "resourceVersion": p.resource_version()}});
-                if let Err(e) = api.patch(name, &pp, &Patch::Merge(patch)).await {
-                    tracing::debug!(pool = %name, "cannot add the finalizer: {e}");
+            } else {
+                if !has_fin {
+                    let mut all = fins.clone();
+                    all.push(DRAIN_FINALIZER.into());
+                    let patch = json!({"metadata": {"finalizers": all, "resourceVersion": p.resource_version()}});
+                    if let Err(e) = api.patch(name, &pp, &Patch::Merge(patch)).await {
+                        tracing::debug!(pool = %name, "cannot add the finalizer: {e}");
+                    }
+                }
+                // Record the spec in force, so a restart keeps it when the stored one is refused.
+                let flag_owned = flag_pool.is_some() && name == DEFAULT_POOL;
+                if !flag_owned && !problems.contains_key(name) && recorded(p).as_ref() != Some(&p.spec) {
+                    let spec = serde_json::to_string(&p.spec).unwrap_or_default();
+                    let patch = json!({"metadata": {"annotations": {ACCEPTED_ANNOTATION: spec},
+                                                    "resourceVersion": p.resource_version()}});
+                    if let Err(e) = api.patch(name, &pp, &Patch::Merge(patch)).await {
+                        tracing::debug!(pool = %name, "cannot record the accepted spec: {e}");
+                    }
                 }
             }
             let old = p.status.clone().unwrap_or_default();
@@ -540,6 +560,21 @@ mod tests {
             assert_eq!(set.active, std::slice::from_ref(&good), "event {event}: the pool keeps serving as before");
             accepted = still_accepted(&set, &problems, &accepted);
         }
+    }
+
+    /// After a restart, a pool whose stored spec is refused serves with the spec an earlier
+    /// run accepted and recorded on it.
+    #[test]
+    fn after_a_restart_the_recorded_spec_is_in_force() {
+        let mut p = crd_pool("zone", "10.32.0.0/16", "2026-01-01T00:00:00Z");
+        let good = to_pool_spec("zone", &p.spec).unwrap();
+        let recorded = serde_json::to_string(&p.spec).unwrap();
+        p.metadata.annotations = Some(BTreeMap::from([(ACCEPTED_ANNOTATION.to_string(), recorded)]));
+        p.spec.ipv4.as_mut().unwrap().cidrs.push("10.32.0.0/17".into());
+        let pools = BTreeMap::from([("zone".to_string(), p)]);
+        let (set, problems) = pool_set(None, &pools, &BTreeMap::new(), &[]);
+        assert!(problems["zone"].contains(MSG_OVERLAP), "{problems:?}");
+        assert_eq!(set.active, [good]);
     }
 
     /// Issue 19 point 2: of two overlapping pools, the one nodes hold CIDRs of comes first,
