@@ -234,10 +234,6 @@ fn contains(outer: (u128, u128), inner: (u128, u128)) -> bool {
     outer.0 <= inner.0 && inner.1 <= outer.1
 }
 
-fn overlaps(a: (u128, u128), b: (u128, u128)) -> bool {
-    a.0 <= b.1 && b.0 <= a.1
-}
-
 // ---------------------------------------------------------------------------------------------
 // The interval map
 
@@ -386,89 +382,8 @@ fn supernet(s: u128, plen: u8, width: u8) -> (u128, u128) {
 // ---------------------------------------------------------------------------------------------
 // Validation
 
-/// Problems of one pool on its own.
-fn pool_problems(p: &PoolSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    if p.ipv4.is_none() && p.ipv6.is_none() {
-        out.push("has neither ipv4 nor ipv6: add at least one family with CIDRs and a maskSize".to_string());
-    }
-    for family in Family::BOTH {
-        let Some(fs) = p.family(family) else { continue };
-        let width = family.width();
-        if fs.cidrs.is_empty() {
-            out.push(format!(
-                "{family} has maskSize {} but no CIDRs: add CIDRs to {family} or remove {family}",
-                fs.mask
-            ));
-        }
-        if fs.mask > width {
-            out.push(format!(
-                "{family} maskSize {} is longer than an {family} address ({width} bits): use at most {width}",
-                fs.mask
-            ));
-        }
-        for (i, c) in fs.cidrs.iter().enumerate() {
-            if Family::of(c) != family {
-                let other = if family == Family::V4 { Family::V6 } else { Family::V4 };
-                out.push(format!("{family} CIDR {c} is not an {family} CIDR: list it under {other}"));
-                continue;
-            }
-            if c.trunc() != *c {
-                out.push(format!("{family} CIDR {c} has host bits set: use {}", c.trunc()));
-            }
-            if fs.mask < c.prefix_len() {
-                out.push(format!(
-                    "{family} maskSize {} is shorter than the prefix of {c}: use a maskSize of at least {}, \
-                     or a CIDR of /{} or shorter",
-                    fs.mask,
-                    c.prefix_len(),
-                    fs.mask
-                ));
-            }
-            for d in &fs.cidrs[..i] {
-                if Family::of(d) == family && overlaps(bounds(c), bounds(d)) {
-                    out.push(format!("{family} CIDRs {d} and {c} overlap: list each range once"));
-                }
-            }
-        }
-    }
-    out
-}
-
-/// Overlaps between `a`'s and `b`'s CIDRs, as messages about `a`.
-fn cross_problems(a: &PoolSpec, b: &PoolSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    for family in Family::BOTH {
-        let (Some(fa), Some(fb)) = (a.family(family), b.family(family)) else { continue };
-        for c in &fa.cidrs {
-            for d in &fb.cidrs {
-                if Family::of(c) == Family::of(d) && overlaps(bounds(c), bounds(d)) {
-                    out.push(format!(
-                        "{family} CIDR {c} overlaps {d} of pool {}: pools must not overlap; use a CIDR outside every other pool",
-                        b.name
-                    ));
-                }
-            }
-        }
-    }
-    out
-}
-
-fn mask_problems(old: &PoolSpec, new: &PoolSpec) -> Vec<String> {
-    let mut out = Vec::new();
-    for family in Family::BOTH {
-        if let (Some(o), Some(n)) = (old.family(family), new.family(family))
-            && o.mask != n.mask
-        {
-            out.push(format!(
-                "{family} maskSize is immutable ({} was requested, the pool has {}): create a new pool with the \
-                 new mask and delete this one",
-                n.mask, o.mask
-            ));
-        }
-    }
-    out
-}
+// The rules themselves are in `super::rules` (one statement for the CRD, the flags and here).
+use super::rules::{self, cross_problems, pool_problems};
 
 fn problem(pool: &str, messages: Vec<String>) -> Option<PoolProblem> {
     (!messages.is_empty()).then(|| PoolProblem { pool: pool.to_string(), message: messages.join("; ") })
@@ -528,9 +443,10 @@ impl Allocator {
                 continue;
             }
             let mut messages = pool_problems(&p);
-            if let Some(old) = self.pools.get(&p.name) {
-                messages.extend(mask_problems(&old.spec, &p));
-            }
+            let held = self.draining.iter().filter(|d| d.pool == p.name).map(|d| (d.family, d.mask));
+            messages.extend(
+                rules::mask_change(self.pools.get(&p.name).map(|o| &o.spec), &p, held).iter().map(|b| b.to_string()),
+            );
             for (name, q) in &accepted {
                 if *name != p.name {
                     messages.extend(cross_problems(&p, q));

@@ -70,6 +70,9 @@ pub enum Input {
     PoolsListed,
     /// The pool reconciler wants the current counts.
     Stats(tokio::sync::oneshot::Sender<Snapshot>),
+    /// The CIDRs nodes hold, once every Node (and CiliumNode) is listed, else None: the pool
+    /// task orders overlapping pools by them (issue 19 point 2).
+    Held(tokio::sync::oneshot::Sender<Option<Vec<IpNet>>>),
 }
 
 /// The pools as the API has them.
@@ -298,6 +301,7 @@ impl Controller {
     }
 
     fn node_gone(&mut self, name: &str) {
+        self.sh.events.resolved(name, events::CIDR_NOT_AVAILABLE);
         self.nodes.remove(name);
         self.maybe_release(name);
     }
@@ -420,6 +424,10 @@ impl Controller {
                 self.pools_listed = true;
                 self.listed();
             }
+            Input::Held(reply) => {
+                let listed = self.node_list.done && self.cilium_list.done;
+                let _ = reply.send(listed.then(|| self.alloc.nodes().flat_map(|(_, _, c)| c.to_vec()).collect()));
+            }
             Input::Stats(reply) => {
                 let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();
                 let _ = reply.send(Snapshot { stats: self.alloc.pool_stats(), waiting });
@@ -507,6 +515,7 @@ impl Controller {
             let had = self.alloc.holds(name).is_some();
             match self.alloc.allocate(name, &node.labels) {
                 Ok(a) => {
+                    self.sh.events.resolved(name, events::CIDR_NOT_AVAILABLE);
                     self.dirty = true;
                     (a.pool, a.cidrs, !had)
                 }

@@ -25,15 +25,13 @@
 //! [`crd_yaml`] has both ([`CelRules::Full`], needs Kubernetes 1.31+);
 //! [`crd_yaml_for`]`(`[`CelRules::Portable`]`)` leaves out the second set and is
 //! `conf/operator/crd-pre-1.31.yaml`. Overlap between pools is never expressible in CEL (a
-//! rule sees one object). The operator checks everything again ([`PodCIDRPoolSpec::problems`]
-//! mirrors the rules with the same messages) and reports a refused pool in its `Ready`
-//! condition.
+//! rule sees one object). The rules and their CEL forms are stated once in [`super::rules`];
+//! the operator checks everything again ([`PodCIDRPoolSpec::problems`]) and reports a refused
+//! pool in its `Ready` condition.
 //!
 //! Status counts are node CIDRs (slices). They are integers in the API (int64), so they
 //! saturate at `i64::MAX` ([`PoolFamilyStatus::new`]): only IPv6 pools with more than 2^63
 //! slices (`::/0` cut into /64s) are affected.
-
-use std::net::IpAddr;
 
 use ipnet::IpNet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
@@ -43,8 +41,14 @@ use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
+use super::allocator::Family;
+use super::rules::{self, Broken};
+
 /// The annotation the operator writes on a Node it gave CIDRs: the pool's name.
 pub use podcidr_contract::POOL_ANNOTATION;
+/// The annotation the operator writes on a PodCIDRPool: the spec it last accepted (JSON), kept
+/// in force after a restart when the stored spec is refused.
+pub const ACCEPTED_ANNOTATION: &str = "podcidr.io/accepted-spec";
 /// The finalizer that holds a deleted pool until no node holds a CIDR of it.
 pub const DRAIN_FINALIZER: &str = "podcidr.io/drain";
 /// The pool made from the operator's `--cluster-pool-*` flags.
@@ -55,21 +59,10 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_EXHAUSTED: &str = "Exhausted";
 pub const CONDITION_DRAINING: &str = "Draining";
 
-/// At most this many CIDRs per family: bounds the cost the API server estimates for the CEL
-/// rules (the overlap rule is quadratic).
-pub const MAX_CIDRS: usize = 64;
-
-/// Messages of the CEL rules, also used by [`PodCIDRPoolSpec::problems`].
-pub const MSG_MASK_IMMUTABLE: &str = "maskSize is immutable: to hand out another size, create a new PodCIDRPool (or add the other family) with new CIDRs and the new maskSize, then remove the old CIDRs here so they drain";
-pub const MSG_NEED_FAMILY: &str =
-    "a pool needs ipv4, ipv6 or both: add ipv4: {cidrs: [...], maskSize: 24} or ipv6: {cidrs: [...], maskSize: 64}";
-pub const MSG_V4_FAMILY: &str = "ipv4.cidrs takes IPv4 CIDRs such as 10.244.0.0/16: put IPv6 CIDRs under ipv6";
-pub const MSG_V6_FAMILY: &str = "ipv6.cidrs takes IPv6 CIDRs such as fd00:10::/56: put IPv4 CIDRs under ipv4";
-pub const MSG_MASK_SHORTER: &str = "maskSize must be at least each CIDR's prefix length (a node's CIDR lies inside a pool CIDR): raise maskSize or list a larger CIDR, e.g. 10.244.0.0/16 with maskSize 24";
-pub const MSG_HOST_BITS: &str =
-    "a CIDR must be written as its network address, without host bits: e.g. 10.244.0.0/16, not 10.244.1.0/16";
-pub const MSG_OVERLAP: &str =
-    "the CIDRs of a pool must not overlap or repeat: keep only the larger one, or list disjoint CIDRs";
+pub use super::rules::{
+    MAX_CIDRS, MSG_HOST_BITS, MSG_MASK_IMMUTABLE, MSG_MASK_SHORTER, MSG_NEED_FAMILY, MSG_OVERLAP, MSG_V4_FAMILY,
+    MSG_V6_FAMILY,
+};
 pub const MSG_SELECTOR_VALUES: &str = "matchExpressions: In and NotIn need values, Exists and DoesNotExist take none";
 
 /// Pods' CIDRs cut for the nodes a selector picks.
@@ -89,10 +82,7 @@ pub const MSG_SELECTOR_VALUES: &str = "matchExpressions: In and NotIn need value
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
-#[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.ipv4) || has(self.ipv6)",
-    "message": MSG_NEED_FAMILY,
-}]))]
+#[schemars(extend("x-kubernetes-validations" = super::rules::spec_cel()))]
 pub struct PodCIDRPoolSpec {
     /// The nodes this pool serves (matchLabels and matchExpressions, as in a Deployment).
     /// Absent: every node, after every pool with a selector that matches. Among matching
@@ -279,7 +269,7 @@ fn label_selector_schema(_: &mut SchemaGenerator) -> Schema {
                     "type": "object",
                     "required": ["key", "operator"],
                     "properties": {
-                        "key": {"type": "string", "maxLength": 317},
+                        "key": {"type": "string", "minLength": 1, "maxLength": 317},
                         "operator": {"type": "string", "enum": ["In", "NotIn", "Exists", "DoesNotExist"]},
                         "values": {
                             "type": "array",
@@ -298,13 +288,11 @@ fn label_selector_schema(_: &mut SchemaGenerator) -> Schema {
     }))
 }
 
-/// A pool family; `v6` picks the address width, the CIDR pattern and the messages.
+/// A pool family; `v6` picks the address width, the CIDR pattern and the messages. The rules
+/// come from [`super::rules`].
 fn family_schema(v6: bool) -> Value {
-    let (width, pattern, family_msg, example) = if v6 {
-        (128, "^[0-9a-fA-F:]+/[0-9]{1,3}$", MSG_V6_FAMILY, "fd00:10::/56")
-    } else {
-        (32, "^[0-9]{1,3}([.][0-9]{1,3}){3}/[0-9]{1,2}$", MSG_V4_FAMILY, "10.244.0.0/16")
-    };
+    let (family, example) = if v6 { (Family::V6, "fd00:10::/56") } else { (Family::V4, "10.244.0.0/16") };
+    let (min_mask, max_mask, max_cidrs) = rules::family_bounds(family);
     let name = if v6 { "IPv6" } else { "IPv4" };
     json!({
         "description": format!("{name} CIDRs and the size of each node's CIDR."),
@@ -315,39 +303,18 @@ fn family_schema(v6: bool) -> Value {
                 "description": format!("{name} CIDRs such as {example}, used in this order. Removing one that nodes hold makes it drain."),
                 "type": "array",
                 "minItems": 1,
-                "maxItems": MAX_CIDRS,
+                "maxItems": max_cidrs,
                 "x-kubernetes-list-type": "atomic",
                 "items": {"type": "string", "format": "cidr", "maxLength": 43},
             },
             "maskSize": {
                 "description": "Prefix length of each node's CIDR. Immutable.",
                 "type": "integer",
-                "minimum": 1,
-                "maximum": width,
+                "minimum": min_mask,
+                "maximum": max_mask,
             },
         },
-        "x-kubernetes-validations": [
-            {
-                "rule": "self.maskSize == oldSelf.maskSize",
-                "message": MSG_MASK_IMMUTABLE,
-            },
-            {
-                "rule": format!("self.cidrs.all(c, c.matches('{pattern}'))"),
-                "message": family_msg,
-            },
-            {
-                "rule": "self.cidrs.all(c, !c.matches('^[^/]+/[0-9]{1,3}$') || int(c.split('/')[1]) <= self.maskSize)",
-                "message": MSG_MASK_SHORTER,
-            },
-            {
-                "rule": "self.cidrs.all(c, !isCIDR(c) || cidr(c) == cidr(c).masked())",
-                "message": MSG_HOST_BITS,
-            },
-            {
-                "rule": "!self.cidrs.all(c, isCIDR(c)) || self.cidrs.all(a, self.cidrs.exists_one(b, cidr(a).containsCIDR(cidr(b)) || cidr(b).containsCIDR(cidr(a))))",
-                "message": MSG_OVERLAP,
-            },
-        ],
+        "x-kubernetes-validations": rules::family_cel(family),
     })
 }
 
@@ -409,49 +376,14 @@ impl PoolFamilySpec {
         self.cidrs.iter().filter_map(|c| c.parse().ok()).collect()
     }
 
-    fn problems(&self, v6: bool, out: &mut Vec<String>) {
-        let family = if v6 { "ipv6" } else { "ipv4" };
-        let mut nets = Vec::new();
-        let mut push = |msg: &str| {
-            let line = format!("{family}: {msg}");
-            if !out.contains(&line) {
-                out.push(line);
-            }
-        };
-        let width = if v6 { 128 } else { 32 };
-        if self.mask_size == 0 || self.mask_size > width {
-            push(&format!("maskSize must be between 1 and {width}"));
-        }
-        if self.cidrs.is_empty() {
-            push("cidrs needs at least one CIDR");
-        }
-        if self.cidrs.len() > MAX_CIDRS {
-            push(&format!("at most {MAX_CIDRS} CIDRs per family: use larger CIDRs"));
-        }
-        for c in &self.cidrs {
-            let net: IpNet = match c.parse() {
-                Ok(net) => net,
-                Err(_) => {
-                    push(&format!("{c:?} is not a CIDR (address/prefix length)"));
-                    continue;
-                }
-            };
-            if matches!(net.addr(), IpAddr::V6(_)) != v6 {
-                push(if v6 { MSG_V6_FAMILY } else { MSG_V4_FAMILY });
-                continue;
-            }
-            if net.prefix_len() > self.mask_size {
-                push(MSG_MASK_SHORTER);
-            }
-            if net.trunc() != net {
-                push(MSG_HOST_BITS);
-            }
-            nets.push(net);
-        }
-        for (i, a) in nets.iter().enumerate() {
-            if nets[i + 1..].iter().any(|b| a.contains(b) || b.contains(a)) {
-                push(MSG_OVERLAP);
-            }
+    fn problems(&self, family: Family, out: &mut Vec<String>) {
+        let (nets, mut broken) = rules::parse(family, &self.cidrs);
+        broken.extend(rules::family(family, &nets, self.mask_size));
+        // A CIDR that does not parse is not counted as missing.
+        if !nets.is_empty() || self.cidrs.is_empty() {
+            out.extend(broken.iter().map(ToString::to_string));
+        } else {
+            out.extend(broken.iter().filter(|b| !matches!(b, Broken::NoCidrs(_))).map(ToString::to_string));
         }
     }
 }
@@ -464,13 +396,13 @@ impl PodCIDRPoolSpec {
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         if self.ipv4.is_none() && self.ipv6.is_none() {
-            out.push(MSG_NEED_FAMILY.to_owned());
+            out.push(Broken::NeedFamily.to_string());
         }
         if let Some(f) = &self.ipv4 {
-            f.problems(false, &mut out);
+            f.problems(Family::V4, &mut out);
         }
         if let Some(f) = &self.ipv6 {
-            f.problems(true, &mut out);
+            f.problems(Family::V6, &mut out);
         }
         if let Some(sel) = &self.node_selector {
             for e in sel.match_expressions.iter().flatten() {
@@ -589,16 +521,21 @@ mod tests {
     #[test]
     fn problems_mirror_the_rules() {
         let p = |ipv4, ipv6| PodCIDRPoolSpec { node_selector: None, ipv4, ipv6 }.problems();
+        // The wording is the rules module's (tested there); here: each rule is found, per family.
         assert_eq!(p(None, None), [MSG_NEED_FAMILY]);
-        assert_eq!(p(fam(&["10.244.1.0/16"], 24), None), [format!("ipv4: {MSG_HOST_BITS}")]);
-        assert_eq!(p(fam(&["10.244.0.0/16"], 12), None), [format!("ipv4: {MSG_MASK_SHORTER}")]);
-        assert_eq!(p(fam(&["fd00::/8"], 24), None), [format!("ipv4: {MSG_V4_FAMILY}")]);
-        assert_eq!(p(None, fam(&["10.0.0.0/8"], 64)), [format!("ipv6: {MSG_V6_FAMILY}")]);
-        assert_eq!(p(fam(&["10.0.0.0/8", "10.1.0.0/16"], 24), None), [format!("ipv4: {MSG_OVERLAP}")]);
-        assert_eq!(p(fam(&["10.0.0.0/16", "10.0.0.0/16"], 24), None), [format!("ipv4: {MSG_OVERLAP}")]);
+        let one = |v: Vec<String>, family: &str, msg: &str| {
+            assert_eq!(v.len(), 1, "{v:?}");
+            assert!(v[0].starts_with(&format!("{family}: {msg}")), "{v:?}");
+        };
+        one(p(fam(&["10.244.1.0/16"], 24), None), "ipv4", MSG_HOST_BITS);
+        one(p(fam(&["10.244.0.0/16"], 12), None), "ipv4", MSG_MASK_SHORTER);
+        one(p(fam(&["fd00::/8"], 24), None), "ipv4", MSG_V4_FAMILY);
+        one(p(None, fam(&["10.0.0.0/8"], 64)), "ipv6", MSG_V6_FAMILY);
+        one(p(fam(&["10.0.0.0/8", "10.1.0.0/16"], 24), None), "ipv4", MSG_OVERLAP);
+        one(p(fam(&["10.0.0.0/16", "10.0.0.0/16"], 24), None), "ipv4", MSG_OVERLAP);
         assert_eq!(p(fam(&["10.0.0.0/16", "10.1.0.0/16"], 24), None), Vec::<String>::new());
         assert_eq!(p(fam(&["nope"], 24), None), ["ipv4: \"nope\" is not a CIDR (address/prefix length)"]);
-        assert_eq!(p(fam(&["10.0.0.0/8"], 33), None), ["ipv4: maskSize must be between 1 and 32"]);
+        assert_eq!(p(fam(&["10.0.0.0/8"], 33), None), ["ipv4: maskSize 33: must be between 1 and 32"]);
         assert_eq!(p(None, fam(&["2001:db8::/32"], 64)), Vec::<String>::new());
 
         let mut spec = PodCIDRPoolSpec { node_selector: None, ipv4: fam(&["10.0.0.0/8"], 24), ipv6: None };

@@ -4,10 +4,10 @@
 //! Everything checkable without the API is checked here, before anything starts: a bad pool
 //! is a start-up error (exit 2), never a crash loop later.
 
-use super::allocator::{Allocator, FamilySpec, PoolSpec};
+use super::allocator::{Family, FamilySpec, PoolSpec};
 use super::crd::DEFAULT_POOL;
+use super::rules::{self, Broken};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use ipnet::IpNet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -162,24 +162,18 @@ fn family(
             None => Ok(None),
         };
     }
-    let mut nets = Vec::new();
-    for c in cidrs {
-        let c = c.trim();
-        let net: IpNet =
-            c.parse().map_err(|_| format!("--cluster-pool-{fam}-cidr {c:?}: not a CIDR (address/prefix length)"))?;
-        if matches!(net, IpNet::V6(_)) != v6 {
-            return Err(format!("--cluster-pool-{fam}-cidr {c}: not an {fam} CIDR"));
-        }
-        nets.push(net);
-    }
+    let f = if v6 { Family::V6 } else { Family::V4 };
+    let (nets, mut broken) = rules::parse(f, cidrs);
     let mask = mask.unwrap_or(default_mask);
-    for n in &nets {
-        if mask < n.prefix_len() {
-            return Err(format!(
-                "--cluster-pool-{fam}-mask-size {mask} is shorter than the prefix of {n} in pool {name}: a node's CIDR must fit inside the pool's CIDR (use a mask of at least {})",
-                n.prefix_len()
-            ));
-        }
+    if broken.is_empty() {
+        broken = rules::family(f, &nets, mask);
+    }
+    if let Some(b) = broken.first() {
+        let flag = match b {
+            Broken::MaskRange { .. } | Broken::MaskShorter { .. } => "mask-size",
+            _ => "cidr",
+        };
+        return Err(format!("--cluster-pool-{fam}-{flag} (pool {name}): {b}"));
     }
     Ok(Some(FamilySpec { cidrs: nets, mask }))
 }
@@ -192,11 +186,7 @@ impl RunArgs {
         let default_pool = if v4.is_none() && v6.is_none() {
             None
         } else {
-            let spec = PoolSpec { name: DEFAULT_POOL.into(), selector: None, ipv4: v4, ipv6: v6 };
-            if let Some(p) = Allocator::validate(std::slice::from_ref(&spec)).into_iter().next() {
-                return Err(format!("the --cluster-pool-* flags: {}", p.message));
-            }
-            Some(spec)
+            Some(PoolSpec { name: DEFAULT_POOL.into(), selector: None, ipv4: v4, ipv6: v6 })
         };
         let secs = self.leader_elect_lease_duration.as_secs_f64().ceil() as u64;
         if self.leader_elect && secs < 2 {
@@ -304,11 +294,12 @@ mod tests {
         assert!(e.contains("overlap"), "{e}");
         let e =
             settings(&["--cluster-pool-ipv4-cidr", "10.0.0.0/16", "--cluster-pool-ipv4-mask-size", "8"]).unwrap_err();
-        assert!(e.contains("shorter than the prefix of 10.0.0.0/16"), "{e}");
+        assert!(e.starts_with("--cluster-pool-ipv4-mask-size (pool default): ipv4: maskSize must be at least"), "{e}");
+        assert!(e.contains("(10.0.0.0/16 with maskSize 8)"), "{e}");
         let e = settings(&["--cluster-pool-ipv6-mask-size", "64"]).unwrap_err();
         assert!(e.contains("no --cluster-pool-ipv6-cidr"), "{e}");
         let e = settings(&["--cluster-pool-ipv4-cidr", "fd00::/8"]).unwrap_err();
-        assert!(e.contains("not an ipv4 CIDR"), "{e}");
+        assert!(e.contains("ipv4.cidrs takes IPv4 CIDRs"), "{e}");
         let e = settings(&["--cluster-pool-ipv4-cidr", "10.0.0.0/33"]).unwrap_err();
         assert!(e.contains("not a CIDR"), "{e}");
         let e =

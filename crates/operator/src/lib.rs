@@ -7,6 +7,7 @@
 //! - [`controller`]: restore, watch, assign, release (one task owns the [`allocator`]).
 //! - [`targets`]: the writes to Nodes and CiliumNodes. [`events`]: Warning Events.
 //! - [`pools`]: PodCIDRPools (the `default` pool from the flags, statuses, the drain finalizer).
+//! - [`rules`]: the pool rules, each stated once (check, message, CEL form).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz. [`status`], [`crd`]: subcommands.
 
 pub mod allocator;
@@ -19,6 +20,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
+pub mod rules;
 pub mod selector;
 pub mod status;
 pub mod targets;
@@ -109,6 +111,14 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     // Leader election has a limiter of its own: a burst of writes must not delay a renewal.
+    // Events have a limiter of their own too: they never delay a CIDR write.
+    let events_client = match client::limited(config.clone(), 5.0, 10) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let lease_client = match client::limited(config, 5.0, 10) {
         Ok(c) => c,
         Err(e) => {
@@ -136,7 +146,7 @@ async fn serve(settings: Settings) -> ExitCode {
             }
         }
     }
-    let events = events::Events::start(kube.clone(), &settings.identity, metrics.clone());
+    let events = events::Events::start(events_client, &settings.identity, metrics.clone());
     let shared = controller::Shared {
         client: kube.clone(),
         settings: settings.clone(),

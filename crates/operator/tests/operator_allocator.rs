@@ -242,8 +242,8 @@ fn huge_pools_work_with_memory_for_nodes_only() {
     assert_eq!(stats(&a, "all", Family::V4).capacity, 1 << 32);
     assert_eq!(stats(&a, "all", Family::V6).capacity, u128::MAX, "2^128 saturates");
     assert_eq!(alloc(&mut a, "d"), ["0.0.0.0/32", "::/128"]);
-    let mut a = with_pools(vec![pool("one", None, None, fam(&["::/0"], 0))]);
-    assert_eq!(alloc(&mut a, "d"), ["::/0"]);
+    let mut a = with_pools(vec![pool("one", None, None, fam(&["::/1"], 1))]);
+    assert_eq!(alloc(&mut a, "d"), ["::/1"]);
     assert!(a.allocate("e", &no_labels()).is_err());
     assert_eq!((stats(&a, "one", Family::V6).capacity, stats(&a, "one", Family::V6).allocated), (1, 1));
 }
@@ -324,8 +324,20 @@ fn a_family_removed_and_added_back_with_another_mask_hands_out_aligned_slices() 
     alloc(&mut a, "b");
     assert!(a.set_pools(vec![pool("p", None, None, fam(&["fd00::/48"], 64))]).is_empty());
     assert_eq!(a.draining(), vec![("p", net("10.0.0.0/16"))]);
-    assert!(a.set_pools(vec![pool("p", None, fam(&["10.0.0.0/16"], 22), fam(&["fd00::/48"], 64))]).is_empty());
-    assert_eq!(alloc(&mut a, "c"), ["10.0.4.0/22", "fd00:0:0:2::/64"]);
+    // Issue 19 point 7: while nodes hold /24s of it, the family comes back only as /24.
+    let as22 = pool("p", None, fam(&["10.0.0.0/16"], 22), fam(&["fd00::/48"], 64));
+    let refused = a.set_pools(vec![as22.clone()]);
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert!(
+        refused[0].message.contains("nodes still hold CIDRs of this family with the old maskSize"),
+        "{}",
+        refused[0]
+    );
+    assert_eq!(a.pools()[0].ipv4, None, "the accepted spec stays");
+    a.release("a");
+    a.release("b");
+    assert!(a.set_pools(vec![as22]).is_empty());
+    assert_eq!(alloc(&mut a, "c"), ["10.0.0.0/22", "fd00:0:0:2::/64"]);
 }
 
 #[test]
@@ -336,7 +348,7 @@ fn a_mask_change_is_refused_and_the_old_spec_kept() {
     assert_eq!(problems[0].pool, "p");
     assert_eq!(
         problems[0].message,
-        "ipv4 maskSize is immutable (25 was requested, the pool has 24): create a new pool with the new mask and delete this one"
+        format!("ipv4: {} (25 was requested, the pool has 24)", podcidr_operator::rules::MSG_MASK_IMMUTABLE)
     );
     assert_eq!(stats(&a, "p", Family::V4).cidrs, nets(&["10.0.0.0/16"]));
     assert_eq!(alloc(&mut a, "a"), ["10.0.0.0/24"]);
@@ -348,30 +360,37 @@ fn overlapping_pools_are_refused_the_accepted_one_stays() {
     let problems = a.set_pools(vec![v4pool("a", &["10.0.0.0/16"], 24), v4pool("b", &["10.0.128.0/17"], 24)]);
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].pool, "b");
-    assert!(problems[0].message.contains("ipv4 CIDR 10.0.128.0/17 overlaps 10.0.0.0/16 of pool a"), "{}", problems[0]);
+    assert!(
+        problems[0].message.contains("ipv4: 10.0.128.0/17 overlaps 10.0.0.0/16 of pool a: pools must not overlap"),
+        "{}",
+        problems[0]
+    );
     assert_eq!(a.pools().len(), 1);
 }
 
 #[test]
 fn validate_says_what_to_do_instead() {
     let cases: Vec<(PoolSpec, &str)> = vec![
-        (v4pool("p", &["10.0.0.1/16"], 24), "ipv4 CIDR 10.0.0.1/16 has host bits set: use 10.0.0.0/16"),
+        (
+            v4pool("p", &["10.0.0.1/16"], 24),
+            "ipv4: a CIDR must be written as its network address, without host bits: e.g. 10.244.0.0/16, not 10.244.1.0/16 (10.0.0.1/16: use 10.0.0.0/16)",
+        ),
         (
             v4pool("p", &["10.0.0.0/16"], 8),
-            "ipv4 maskSize 8 is shorter than the prefix of 10.0.0.0/16: use a maskSize of at least 16",
+            "ipv4: maskSize must be at least each CIDR's prefix length (a node's CIDR lies inside a pool CIDR): raise maskSize or list a larger CIDR, e.g. 10.244.0.0/16 with maskSize 24 (10.0.0.0/16 with maskSize 8)",
         ),
-        (
-            v4pool("p", &["10.0.0.0/16"], 33),
-            "ipv4 maskSize 33 is longer than an ipv4 address (32 bits): use at most 32",
-        ),
-        (pool("p", None, None, fam(&["fd00::/8"], 129)), "ipv6 maskSize 129 is longer than an ipv6 address (128 bits)"),
-        (v4pool("p", &[], 24), "ipv4 has maskSize 24 but no CIDRs: add CIDRs to ipv4 or remove ipv4"),
+        (v4pool("p", &["10.0.0.0/16"], 33), "ipv4: maskSize 33: must be between 1 and 32"),
+        (pool("p", None, None, fam(&["fd00::/8"], 129)), "ipv6: maskSize 129: must be between 1 and 128"),
+        (v4pool("p", &[], 24), "ipv4: cidrs needs at least one CIDR"),
         (
             v4pool("p", &["10.0.0.0/16", "10.0.1.0/24"], 24),
-            "ipv4 CIDRs 10.0.0.0/16 and 10.0.1.0/24 overlap: list each range once",
+            "ipv4: the CIDRs of a pool must not overlap or repeat: keep only the larger one, or list disjoint CIDRs (10.0.0.0/16 and 10.0.1.0/24)",
         ),
-        (v4pool("p", &["fd00::/8"], 24), "ipv4 CIDR fd00::/8 is not an ipv4 CIDR: list it under ipv6"),
-        (pool("p", None, None, None), "has neither ipv4 nor ipv6"),
+        (
+            v4pool("p", &["fd00::/8"], 24),
+            "ipv4: ipv4.cidrs takes IPv4 CIDRs such as 10.244.0.0/16: put IPv6 CIDRs under ipv6 (fd00::/8)",
+        ),
+        (pool("p", None, None, None), "a pool needs ipv4, ipv6 or both"),
     ];
     for (spec, want) in cases {
         let problems = Allocator::validate(std::slice::from_ref(&spec));
@@ -535,11 +554,14 @@ impl Model {
         }
         for p in pools {
             let mut bad = !Allocator::validate(std::slice::from_ref(&p)).is_empty();
-            if let Some(old) = self.pools.get(&p.name) {
-                for f in [Family::V4, Family::V6] {
-                    if let (Some(o), Some(n)) = (old.spec.family(f), p.family(f)) {
-                        bad |= o.mask != n.mask;
-                    }
+            for f in [Family::V4, Family::V6] {
+                let old = self.pools.get(&p.name).and_then(|o| o.spec.family(f));
+                if let (Some(o), Some(n)) = (old, p.family(f)) {
+                    bad |= o.mask != n.mask;
+                }
+                // A family added back keeps the mask of the slices nodes still hold of it.
+                if let (None, Some(n)) = (old, p.family(f)) {
+                    bad |= self.draining.iter().any(|d| d.0 == p.name && d.1 == f && d.3 != n.mask);
                 }
             }
             for (name, q) in &accepted {

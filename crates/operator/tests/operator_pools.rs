@@ -322,3 +322,191 @@ fn a_restart_in_the_middle_of_it_all_keeps_cidrs_and_statuses() {
     assert!(api.wait_for(SOON, |api| v4_status(api, "zone-a", "allocated")
         == status_before["allocated"].as_u64().map(|a| a + 4)));
 }
+
+fn pool_of(api: &KubeApi, node: &str) -> Option<String> {
+    api.node(node)?["metadata"]["annotations"]["podcidr.io/pool"].as_str().map(str::to_string)
+}
+
+fn ready_message(api: &KubeApi, pool: &str) -> String {
+    get_pool(api, pool).and_then(|p| condition(&p, "Ready")).map(|c| c["message"].to_string()).unwrap_or_default()
+}
+
+/// Issue 19 point 1: an edit the operator refuses (an empty matchExpressions key, which the CRD
+/// now refuses too) keeps the pool serving with its last accepted spec, also after the pool
+/// events that follow (its own status writes, a second edit).
+#[test]
+fn a_refused_edit_keeps_the_pool_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let sel = |key: &str| json!({"matchExpressions":[{"key":key,"operator":"Exists"}]});
+    api.create(POOLS, &pool("gpu", Some(sel("gpu")), &["10.90.0.0/16"], 24));
+    let _op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.90.0.0/16"));
+    let bad = json!({"spec":{"nodeSelector":{"matchExpressions":[{"key":"","operator":"Exists"}]}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/gpu"), &bad).0, 200, "the stand-in does not check the schema");
+    assert!(api.wait_for(SOON, |api| ready_message(api, "gpu").contains("matchExpressions[0]: the key is empty")));
+    // A second refused edit, seen once its own message shows: by then the pool has been
+    // through several pool events since the refusal.
+    let bad2 = json!({"spec":{"nodeSelector":{"matchExpressions":[{"key":"gpu","operator":"Exists"},{"key":"","operator":"Exists"}]}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/gpu"), &bad2).0, 200);
+    assert!(api.wait_for(SOON, |api| ready_message(api, "gpu").contains("matchExpressions[1]: the key is empty")));
+    api.create_node("n2", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.90.0.0/16"), "served by gpu with its last accepted spec");
+    assert_eq!(pool_of(&api, "n2").as_deref(), Some("gpu"));
+    assert_eq!(cond_status(&api, "gpu", "Draining").as_deref(), Some("False"), "its own CIDR does not drain");
+    assert_eq!(cond_status(&api, "gpu", "Ready").as_deref(), Some("False"));
+}
+
+/// Issue 19 point 2: of two overlapping pools, the one that was serving keeps serving after a
+/// restart (nodes hold its CIDRs), whatever the names sort as.
+#[test]
+fn the_serving_pool_of_two_overlapping_keeps_serving_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let sel = Some(labels(&[("pool", "x")]));
+    api.create(POOLS, &pool("zz-old", sel.clone(), &["10.10.0.0/16"], 24));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("pool", "x")]);
+    assert_eq!(wait_cidr(&api, "n1"), "10.10.0.0/24");
+    api.create(POOLS, &pool("aa-new", sel, &["10.10.128.0/17"], 24));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "aa-new", "Ready").as_deref() == Some("False")));
+    op.kill();
+    let _op2 = start(&api, dir.path(), "op-b");
+    api.create_node("n2", &[("pool", "x")]);
+    wait_cidr(&api, "n2");
+    assert_eq!(pool_of(&api, "n2").as_deref(), Some("zz-old"));
+    assert!(api.wait_for(SOON, |api| cond_status(api, "aa-new", "Ready").as_deref() == Some("False")
+        && cond_status(api, "zz-old", "Ready").as_deref() == Some("True")));
+    assert_no_overlap(&api.node_cidrs());
+}
+
+/// Waits (bounded) for the operator to exit; its exit code.
+fn exit_code(op: &mut Operator) -> Option<i32> {
+    let deadline = std::time::Instant::now() + SOON;
+    while std::time::Instant::now() < deadline {
+        if let Some(st) = op.child.try_wait().unwrap() {
+            return st.code();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    None
+}
+
+/// Issue 19 point 4: a restart with another mask flag than the `default` object's is refused
+/// at start-up, naming the flag and what to do; the object keeps what nodes hold.
+#[test]
+fn a_changed_mask_flag_is_refused_at_start_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[]);
+    assert_eq!(wait_cidr(&api, "n1"), "10.244.0.0/24");
+    op.kill();
+    let mut op2 = Operator::start(
+        &api,
+        dir.path(),
+        "op-b",
+        &["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "26"],
+    );
+    assert_eq!(exit_code(&mut op2), Some(2), "{}", op2.log());
+    let log = op2.log();
+    assert!(log.contains("--cluster-pool-ipv4-mask-size 26: the PodCIDRPool default hands out /24"), "{log}");
+    assert!(log.contains("set --cluster-pool-ipv4-mask-size 24 again"), "{log}");
+    assert_eq!(get_pool(&api, "default").unwrap()["spec"]["ipv4"]["maskSize"], json!(24));
+}
+
+/// Issue 19 points 4 and 5: a family dropped from the flags leaves the `default` object's spec
+/// and its status (the status is written once, not for ever).
+#[test]
+fn a_family_dropped_from_the_flags_leaves_the_default_object_and_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let v4 = ["--cluster-pool-ipv4-cidr", "10.244.0.0/16", "--cluster-pool-ipv4-mask-size", "24"];
+    let v6 = ["--cluster-pool-ipv6-cidr", "fd00:10::/56", "--cluster-pool-ipv6-mask-size", "64"];
+    let mut op = Operator::start(&api, dir.path(), "op-a", &[&v4[..], &v6[..]].concat());
+    api.create_node("n1", &[]);
+    wait_cidr(&api, "n1");
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some_and(|p| p["status"]["ipv6"].is_object())));
+    op.kill();
+    let _op2 = Operator::start(&api, dir.path(), "op-b", &v4);
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some_and(|p| p["spec"].get("ipv6").is_none()
+        && p["status"].get("ipv6").is_none()
+        && p["status"]["ipv4"]["allocated"] == json!(1))));
+}
+
+/// Issue 19 point 3: the PodCIDRPool CRD installed after the operator started is noticed
+/// without a restart (the flag pool serves meanwhile), and so is its going away.
+#[test]
+fn a_crd_installed_after_start_is_noticed_and_so_is_its_removal() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.uninstall("podcidr.io", "podcidrpools");
+    let op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.244.0.0/16"));
+    assert!(op.log().contains("the PodCIDRPool CRD is not installed"), "{}", op.log());
+    let crd = serde_json::to_value(podcidr_operator::crd::crd()).unwrap();
+    api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", &crd);
+    assert!(api.wait_for(SOON, |api| get_pool(api, "default").is_some()), "the default pool object appears");
+    api.create(POOLS, &pool("gpu", Some(labels(&[("gpu", "1")])), &["10.90.0.0/16"], 24));
+    api.create_node("n2", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.90.0.0/16"), "served by the new pool without a restart");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "gpu", "Ready").as_deref() == Some("True")));
+
+    api.uninstall("podcidr.io", "podcidrpools");
+    assert!(api.wait_for(SOON, |_| op.log().contains("the PodCIDRPool CRD is gone")), "{}", op.log());
+    api.create_node("n3", &[("gpu", "1")]);
+    assert!(within(&wait_cidr(&api, "n3"), "10.244.0.0/16"), "the flag pool alone serves");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+/// Issue 19 point 7: a maskSize change by removing the family and adding it back is refused
+/// while nodes still hold CIDRs of the old size; the pool keeps serving as accepted.
+#[test]
+fn a_mask_change_by_remove_and_re_add_is_refused_while_nodes_hold_the_old_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    let mut p = pool("p", None, &["10.95.0.0/16"], 24);
+    p["spec"]["ipv6"] = json!({"cidrs":["fd00:95::/48"],"maskSize":64});
+    api.create(POOLS, &p);
+    let _op = Operator::start(&api, dir.path(), "op-a", &[]);
+    api.create_node("n1", &[]);
+    assert!(api.wait_for(SOON, |api| api.node_cidrs().get("n1").is_some_and(|c| c.len() == 2)));
+    let path = format!("{POOLS}/p");
+    assert_eq!(api.merge_patch(&path, &json!({"spec":{"ipv4":null}})).0, 200);
+    assert!(api.wait_for(SOON, |api| v4_status(api, "p", "draining") == Some(1)), "n1's /24 drains");
+    assert_eq!(api.merge_patch(&path, &json!({"spec":{"ipv4":{"cidrs":["10.95.0.0/16"],"maskSize":26}}})).0, 200);
+    assert!(api.wait_for(SOON, |api| ready_message(api, "p").contains("nodes still hold CIDRs of this family")));
+    assert_eq!(cond_status(&api, "p", "Ready").as_deref(), Some("False"));
+    api.create_node("n2", &[]);
+    assert!(api.wait_for(SOON, |api| api.node_cidrs().get("n2").is_some_and(|c| !c.is_empty())));
+    assert_eq!(api.node_cidrs()["n2"].len(), 1, "only ipv6 is accepted: no /26 handed out");
+    assert_no_overlap(&api.node_cidrs());
+}
+
+/// Issue 19 point 1 across a restart: the spec in force is recorded on the pool, so a pool whose
+/// stored spec is refused keeps serving after the operator restarts.
+#[test]
+fn a_refused_edit_keeps_the_pool_serving_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.26.5");
+    api.create(POOLS, &pool("zone", Some(labels(&[("zone", "a")])), &["10.32.0.0/16"], 24));
+    let mut op = start(&api, dir.path(), "op-a");
+    api.create_node("n1", &[("zone", "a")]);
+    assert!(within(&wait_cidr(&api, "n1"), "10.32.0.0/16"));
+    assert!(api.wait_for(SOON, |api| {
+        get_pool(api, "zone").is_some_and(|p| p["metadata"]["annotations"]["podcidr.io/accepted-spec"].is_string())
+    }));
+    op.kill();
+    // What the pre-1.31 CRD lets in: an overlap inside the pool.
+    let bad = json!({"spec":{"ipv4":{"cidrs":["10.32.0.0/16", "10.32.0.0/17"],"maskSize":24}}});
+    assert_eq!(api.merge_patch(&format!("{POOLS}/zone"), &bad).0, 200);
+    let _op2 = start(&api, dir.path(), "op-b");
+    api.create_node("n2", &[("zone", "a")]);
+    assert!(within(&wait_cidr(&api, "n2"), "10.32.0.0/16"), "served by zone with its recorded spec");
+    assert!(api.wait_for(SOON, |api| cond_status(api, "zone", "Ready").as_deref() == Some("False")));
+    assert!(ready_message(&api, "zone").contains("must not overlap"), "{}", ready_message(&api, "zone"));
+    assert_eq!(cond_status(&api, "zone", "Draining").as_deref(), Some("False"));
+    assert_no_overlap(&api.node_cidrs());
+}

@@ -2180,6 +2180,20 @@ impl KubeApi {
         self.restart();
     }
 
+    /// A CRD deleted: its resource is no longer served, its objects are gone and its watches
+    /// end. Creating the CRD again (POST customresourcedefinitions) serves it again.
+    pub fn uninstall(&self, group: &str, plural: &str) {
+        {
+            let mut st = self.shared.lock();
+            let storage = format!("{plural}.{group}");
+            st.resources.retain(|r| !(r.group == group && r.plural == plural));
+            st.objects
+                .retain(|k, _| k.0 != storage && !(k.0.starts_with("customresourcedefinitions.") && k.2 == storage));
+        }
+        self.shared.changed.notify_all();
+        self.shared.drop_connections();
+    }
+
     /// Turns kube-controller-manager's garbage collector on (default) or off.
     pub fn set_gc(&self, on: bool) {
         self.shared.lock().gc = on;
