@@ -6,7 +6,7 @@ use crate::ipam::gc;
 use crate::ipam::pool::Pool;
 use crate::modes;
 use crate::modes::source::{Cached, now_ms};
-use crate::store::host_local;
+use crate::store::host_local::{self, Link};
 use crate::store::{Access, LeaseRecord, LeaseState, Store};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -85,14 +85,14 @@ enum Cmd {
         /// host-local's directory for the network, e.g. /var/lib/cni/networks/mynet.
         #[arg(long)]
         from: PathBuf,
-        /// The network name (the conflist's `name`).
+        /// The network name (the conflist's `name`); with --conf, taken from it.
         #[arg(long)]
-        network: String,
-        /// podcidr's dataDir.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// The network config (.conf or .conflist) whose ranges the leases belong to; records
-        /// then carry subnet and gateway. Optional.
+        network: Option<String>,
+        /// podcidr's dataDir; with --conf, the conflist's `dataDir` (or the default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The network config (.conf or .conflist) the node will run podcidr with: its `name`
+        /// and `dataDir` say where the leases go, its ranges give the records subnet and gateway.
         #[arg(long)]
         conf: Option<PathBuf>,
         /// Interface name for leases in host-local's old id-only format.
@@ -130,7 +130,7 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
         }
         Cmd::UnlinkHostLocal { network, data_dir } => unlink_host_local(&network, &data_dir),
         Cmd::ImportHostLocal { from, network, data_dir, conf, ifname } => {
-            import_host_local(&from, &network, &data_dir, conf.as_deref(), &ifname)
+            import_host_local(&from, network, data_dir, conf.as_deref(), &ifname)
         }
         Cmd::Version => {
             println!("podcidr {}\nCNI spec versions: {}", env!("CARGO_PKG_VERSION"), SUPPORTED.join(", "));
@@ -433,7 +433,11 @@ fn run_gc(
     let mut report = Vec::new();
     for (name, store, stale) in planned {
         if opts.apply {
-            failures.extend(gc::apply(&store, &stale).into_iter().map(|e| format!("{name}: {}", e.msg)));
+            match Link::open(&store) {
+                Ok(link) => failures
+                    .extend(gc::apply(&store, link.as_ref(), &stale).into_iter().map(|e| format!("{name}: {}", e.msg))),
+                Err(e) => failures.push(format!("{name}: {}", e.msg)),
+            }
         }
         drop(store);
         report.push((name, stale));
@@ -502,8 +506,15 @@ fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], app
     Ok(())
 }
 
+/// What an import takes from the network config.
+struct ImportConf {
+    name: String,
+    data_dir: PathBuf,
+    pool: Pool,
+}
+
 /// A network config from a .conf, or the plugin with an ipam stanza from a .conflist.
-fn read_conf(path: &Path) -> Result<Pool, String> {
+fn read_conf(path: &Path) -> Result<ImportConf, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut doc: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
@@ -518,18 +529,50 @@ fn read_conf(path: &Path) -> Result<Pool, String> {
         doc = plugin;
     }
     let req = config::parse(doc.to_string().as_bytes()).map_err(|e| format!("{}: {}", path.display(), e.msg))?;
-    modes::pool(&req).map_err(|e| format!("{}: {}", path.display(), e.msg))
+    let pool = modes::pool(&req).map_err(|e| format!("{}: {}", path.display(), e.msg))?;
+    Ok(ImportConf { data_dir: req.data_dir(), name: req.conf.name, pool })
+}
+
+/// The value an import uses: the command line's, the config's, or the default; a command line
+/// that disagrees with the config is refused, naming both.
+fn agree<T: PartialEq + std::fmt::Debug>(
+    flag: &str,
+    given: Option<T>,
+    from_conf: Option<(T, &Path)>,
+    default: Option<T>,
+) -> Result<T, String> {
+    match (given, from_conf) {
+        (Some(g), Some((c, path))) if g != c => Err(format!(
+            "{flag} {g:?} disagrees with {}, which says {c:?}: the node will run podcidr with that config; leave \
+             {flag} out",
+            path.display()
+        )),
+        (_, Some((c, _))) => Ok(c),
+        (Some(g), None) => Ok(g),
+        (None, None) => default.ok_or_else(|| format!("give {flag}, or --conf with the network config")),
+    }
 }
 
 fn import_host_local(
     from: &Path,
-    network: &str,
-    data_dir: &Path,
+    network: Option<String>,
+    data_dir: Option<PathBuf>,
     conf: Option<&Path>,
     ifname: &str,
 ) -> Result<(), String> {
+    let read = conf.map(|path| read_conf(path).map(|c| (c, path))).transpose()?;
+    let network = agree("--network", network, read.as_ref().map(|(c, p)| (c.name.clone(), *p)), None)?;
+    let network = network.as_str();
+    let data_dir = agree(
+        "--data-dir",
+        data_dir,
+        read.as_ref().map(|(c, p)| (c.data_dir.clone(), *p)),
+        Some(PathBuf::from(DEFAULT_DATA_DIR)),
+    )?;
+    let data_dir = data_dir.as_path();
     config::validate_network_name(network).map_err(|e| invalid_network(network, &e))?;
-    let pool = conf.map(read_conf).transpose()?;
+    let pool = read.map(|(c, _)| c.pool);
+    host_local::check_source(from).map_err(|e| e.msg)?;
     let mut store = Store::open(data_dir, network, Access::Exclusive).map_err(|e| e.msg)?;
     if let Some(pool) = &pool {
         store
@@ -570,10 +613,15 @@ fn import_host_local(
             let _ = writeln!(out, "  {}: {}", escape(file), escape(why));
         }
     }
+    let dd = if data_dir == Path::new(DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", escape(&data_dir.display().to_string()))
+    };
     let _ = writeln!(
         out,
-        "Linked: until `podcidr unlink-host-local --network {network}`, or until host-local's directory holds \
-         no lease of its own, podcidr's ADD and DEL also reserve addresses there."
+        "Linked: until `podcidr unlink-host-local --network {network}{dd}`, podcidr's ADD and DEL also reserve \
+         addresses there."
     );
     if report.collisions.is_empty() {
         return Ok(());

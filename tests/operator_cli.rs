@@ -122,8 +122,10 @@ fn import_host_local_keeps_running_pods_addresses_and_their_del_works() {
     assert_eq!(sb.lease_files("net1"), vec!["10.40.0.4".to_string(), "fd00:40::3".to_string()]);
     hl = names_in(&from);
     assert_eq!(hl, ["10.40.0.4", "fd00:40::3", "last_reserved_ip.0", "lock"]);
-    // host-local's directory now holds only podcidr's reservations: the link has done its job.
-    assert!(!sb.net_dir("net1").join("host-local-link").exists());
+    // The link stays until unlink-host-local (issue 17, point 2): a DEL cannot know that no
+    // runtime will call host-local again.
+    let st = status_network(&status_json(&sb.data_dir()), "net1").clone();
+    assert_eq!(st["hostLocalLink"], json!(fs::canonicalize(&from).unwrap()));
 
     // Importing again adopts nothing twice.
     let again = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);

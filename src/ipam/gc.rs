@@ -2,6 +2,7 @@
 //! and the operator's `podcidr gc`.
 
 use crate::cni::error::{CniError, CniResult, code};
+use crate::store::host_local::Link;
 use crate::store::{self, LeaseState, OwnerState, Store};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
@@ -152,14 +153,19 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
 }
 
 /// Releases `stale`, lease files first and then owner indexes that name nothing live (the
-/// same order a crash may leave things in). Goes on past errors and returns them all.
-pub fn apply(store: &Store, stale: &[Stale]) -> Vec<CniError> {
+/// same order a crash may leave things in), and the files in host-local's directory that
+/// `link` (the store's, opened under its lock) made for them. Goes on past errors and returns
+/// them all.
+pub fn apply(store: &Store, link: Option<&Link>, stale: &[Stale]) -> Vec<CniError> {
     let mut errors = Vec::new();
     let mut owners = BTreeSet::new();
     for s in stale {
         match store.remove_lease_file(&s.file) {
             Ok(()) => {
-                info!(ip = %s.ip, owner = %s.owner, reason = %s.reason, "released a stale lease")
+                info!(ip = %s.ip, owner = %s.owner, reason = %s.reason, "released a stale lease");
+                if let Some(link) = link {
+                    link.unreserve(&s.container_id, &s.ifname, &[s.ip]);
+                }
             }
             Err(e) => errors.push(e),
         }
@@ -200,13 +206,13 @@ pub fn drop_dangling_indexes(store: &Store, valid: &Valid) -> Vec<CniError> {
         .collect()
 }
 
-/// Releases every lease of an earlier boot; returns how many.
-pub fn reclaim_earlier_boots(store: &mut Store) -> CniResult<usize> {
+/// Releases every lease of an earlier boot (and `link`'s files for them); returns how many.
+pub fn reclaim_earlier_boots(store: &mut Store, link: Option<&Link>) -> CniResult<usize> {
     let stale = plan(store, &Criteria { earlier_boot: true, ..Criteria::default() })?;
     for s in &stale {
         warn!(ip = %s.ip, owner = %s.owner, "reclaiming a lease from an earlier boot");
     }
-    let errors = apply(store, &stale);
+    let errors = apply(store, link, &stale);
     store.forget_listing();
     match errors.into_iter().next() {
         Some(e) => Err(e),
