@@ -246,6 +246,37 @@ fn status_is_50_when_the_file_system_is_full_until_a_del_makes_room() {
     }
 }
 
+/// Issue 17, point 5: on a full file system a config change (which changes `pool.json`) does not
+/// fail the ADD that STATUS said could succeed: `pool.json` only feeds `podcidr status`.
+#[test]
+fn a_config_change_on_a_full_file_system_does_not_fail_add_on_pool_json() {
+    if !root_only("mounting a tmpfs") {
+        return;
+    }
+    for opts in ["size=64k,nr_inodes=64", "size=1m,nr_inodes=13"] {
+        let fs = Tmpfs::mount(opts);
+        let data = fs.path().join("data");
+        let conf = common::conf(&data, "1.1.0", "full", json!({ "ranges": [[{ "subnet": "10.46.0.0/16" }]] }));
+        let mut granted = Vec::new();
+        loop {
+            let id = format!("c{}", granted.len());
+            if Call::add(&id, &conf).run().code() != Some(0) {
+                Call::del(&id, &conf).run().ok_silent();
+                break;
+            }
+            granted.push(id);
+            assert!(granted.len() < 1000, "{opts}: the file system never filled");
+        }
+        // A DEL leaves its record for the next ADD to reuse.
+        Call::del(&granted[0], &conf).run().ok_silent();
+        let mut changed = conf.clone();
+        changed["ipam"]["exclude"] = json!(["10.46.255.254"]);
+        status(&changed).run().ok_silent();
+        let res = Call::add("after-change", &changed).run().ok_json();
+        assert!(only_ip(&res).starts_with("10.46."), "{opts}: {res}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. A requested address left by an earlier boot
 // ---------------------------------------------------------------------------------------------
