@@ -168,11 +168,66 @@ pub fn parse(stdin: &[u8]) -> CniResult<Request> {
     parse_with(stdin, false)
 }
 
-/// For DEL, which must release what an attachment holds whatever `cniVersion` says (a node
-/// whose conflist names a version we do not speak must still be able to tear pods down). An
-/// unknown version is read as the newest; DEL prints nothing on success either way.
+/// For DEL, which must release what an attachment holds whatever else the config says (a node
+/// must always be able to tear pods down): an unknown `cniVersion` is read as the newest (DEL
+/// prints nothing on success either way), and a config that fails the full reading for a key
+/// DEL does not use is read again for `name` and `dataDir` alone. Only what keeps DEL from
+/// finding the store is an error.
 pub fn parse_any_version(stdin: &[u8]) -> CniResult<Request> {
-    parse_with(stdin, true)
+    match parse_with(stdin, true) {
+        Err(e) if e.code == code::INVALID_CONFIG => parse_for_del(stdin),
+        other => other,
+    }
+}
+
+/// The keys DEL reads, nothing else.
+fn parse_for_del(stdin: &[u8]) -> CniResult<Request> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DelConf {
+        #[serde(default)]
+        cni_version: String,
+        #[serde(default)]
+        name: String,
+        ipam: Option<DelIpam>,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DelIpam {
+        data_dir: Option<PathBuf>,
+        log_file: Option<Value>,
+    }
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    let conf: DelConf = match serde_path_to_error::deserialize(&mut de) {
+        Ok(c) => c,
+        Err(e) if e.inner().is_data() => {
+            let path = e.path().to_string();
+            return Err(CniError::config(&path, e.into_inner()));
+        }
+        Err(e) => return Err(decoding(e.inner())),
+    };
+    validate_network_name(&conf.name)?;
+    let Some(del) = conf.ipam else {
+        return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
+    };
+    let ipam = IpamConf {
+        data_dir: del.data_dir,
+        log_file: del.log_file.as_ref().and_then(Value::as_str).map(PathBuf::from),
+        ..IpamConf::default()
+    };
+    check_data_dir(&ipam)?;
+    let version = SpecVersion::parse(&conf.cni_version).unwrap_or(SpecVersion::V110);
+    let conf = NetConf {
+        cni_version: conf.cni_version,
+        name: conf.name,
+        ipam: None,
+        runtime_config: RuntimeConfig::default(),
+        args: None,
+        prev_result: None,
+        valid_attachments: None,
+        attachments_old: None,
+    };
+    Ok(Request { version, conf, ipam })
 }
 
 fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
@@ -202,6 +257,14 @@ fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
     let Some(ipam) = conf.ipam.take() else {
         return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
     };
+    check_data_dir(&ipam)?;
+    if let Some(level) = &ipam.log_level {
+        crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
+    }
+    Ok(Request { version, conf, ipam })
+}
+
+fn check_data_dir(ipam: &IpamConf) -> CniResult<()> {
     if let Some(dir) = &ipam.data_dir
         && !dir.as_os_str().is_empty()
         && !dir.is_absolute()
@@ -216,10 +279,7 @@ fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
             ),
         ));
     }
-    if let Some(level) = &ipam.log_level {
-        crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
-    }
-    Ok(Request { version, conf, ipam })
+    Ok(())
 }
 
 fn decoding(e: &serde_json::Error) -> CniError {

@@ -129,6 +129,11 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             }
             _ => continue,
         };
+        // The CNI spec: GC removes what is not listed, and nothing listed (an earlier-boot lease
+        // of a listed attachment is reclaimed by an ADD when its range needs it).
+        if criteria.valid.as_ref().is_some_and(|v| v.contains(&rec.container_id, &rec.ifname)) {
+            continue;
+        }
         let reason = if criteria.earlier_boot && !boot.is_empty() && !rec.boot_id.is_empty() && rec.boot_id != boot {
             format!("leased in an earlier boot ({})", rec.boot_id)
         } else if criteria.valid.as_ref().is_some_and(|v| !v.contains(&rec.container_id, &rec.ifname)) {
