@@ -352,3 +352,45 @@ fn check_without_prev_result_passes_when_the_attachment_holds_a_lease() {
         Call::check("c1", &conf).run().err(102);
     }
 }
+
+/// Issue 17, point 7: an exclude entry that cannot be read (a number beyond f64, a lone
+/// surrogate escape, nesting deeper than 128) is code 7 naming `ipam.exclude` and the entry;
+/// the rest of the list is never dropped with it.
+#[test]
+fn an_unreadable_exclude_entry_is_code_7_naming_it_never_an_empty_list() {
+    let sb = Sandbox::new();
+    let conf = sb.conf("1.1.0", NET, json!({ "subnet": "10.64.0.0/24", "exclude": "LIST" }));
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let digits = "9".repeat(400);
+    for (entry, named) in [
+        ("1e400", "ipam.exclude[1]: 1e400"),
+        (r#""\ud800""#, r#"ipam.exclude[1]: "\ud800""#),
+        (digits.as_str(), "ipam.exclude[1]: 999"),
+        (deep.as_str(), "ipam.exclude"),
+    ] {
+        let text = conf.to_string().replace(r#""LIST""#, &format!(r#"["10.64.0.2", {entry}]"#));
+        for verb in ["ADD", "STATUS"] {
+            let out = Call::cni(verb, "c1", &Value::Null).stdin(text.as_bytes()).run();
+            let msg = out.err_msg(7);
+            assert!(msg.starts_with(named), "{verb} with {}: {msg}", &entry[..entry.len().min(20)]);
+        }
+        assert!(!sb.net_dir(NET).join("leases").join("10.64.0.2").exists());
+    }
+}
+
+/// Issue 17, point 14: an IPv4-mapped exclude entry excludes the IPv4 address it maps.
+#[test]
+fn an_ipv4_mapped_exclude_entry_excludes_the_ipv4_address() {
+    let sb = Sandbox::new();
+    let conf = sb.conf(
+        "1.0.0",
+        NET,
+        json!({ "subnet": "10.65.0.0/24", "exclude": ["::ffff:10.65.0.2", "::ffff:10.65.0.4/127"] }),
+    );
+    let got = addresses(&Call::add("c1", &conf).run().ok_json());
+    assert_eq!(got, ["10.65.0.3/24"]);
+    assert_eq!(addresses(&Call::add("c2", &conf).run().ok_json()), ["10.65.0.6/24"]);
+    let mut wide = conf.clone();
+    wide["ipam"]["exclude"] = json!(["::ffff:0.0.0.0/64"]);
+    assert!(Call::add("c3", &wide).run().err_msg(7).starts_with("ipam.exclude[0]"));
+}
