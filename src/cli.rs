@@ -54,9 +54,13 @@ enum Cmd {
         /// Only this network (the conflist's `name`); default: every network in the data directory.
         #[arg(long)]
         network: Option<String>,
-        /// Also release leases whose recorded network namespace path is gone.
+        /// Also release leases whose recorded network namespace path is gone. Refused where the
+        /// namespace directory cannot be read; a path that cannot be judged counts as alive.
         #[arg(long)]
         netns_gone: bool,
+        /// With --netns-gone, accept that every lease of a network would be released.
+        #[arg(long)]
+        allow_all_netns_gone: bool,
         /// Live containers (`ID` or `ID:IFNAME`, comma-separated or repeated); every other lease is
         /// released. A unique prefix of an ID is enough (`podman ps -q` prints 12 characters).
         #[arg(long, value_delimiter = ',')]
@@ -124,8 +128,19 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
-        Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, allow_empty_keep, allow_no_match, apply, json } => {
-            let opts = GcOptions { netns_gone, allow_empty_keep, allow_no_match, apply, json };
+        Cmd::Gc {
+            data_dir,
+            network,
+            netns_gone,
+            allow_all_netns_gone,
+            keep,
+            keep_from,
+            allow_empty_keep,
+            allow_no_match,
+            apply,
+            json,
+        } => {
+            let opts = GcOptions { netns_gone, allow_all_netns_gone, allow_empty_keep, allow_no_match, apply, json };
             run_gc(&data_dir, network.as_deref(), keep, keep_from.as_deref(), &opts)
         }
         Cmd::UnlinkHostLocal { network, data_dir } => unlink_host_local(&network, &data_dir),
@@ -390,6 +405,7 @@ fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<Vec<g
 
 struct GcOptions {
     netns_gone: bool,
+    allow_all_netns_gone: bool,
     allow_empty_keep: bool,
     allow_no_match: bool,
     apply: bool,
@@ -426,7 +442,18 @@ fn run_gc(
             Some(items) => Some(resolve_keep_for(&store, &name, items, opts.allow_no_match)?),
         };
         let criteria = gc::Criteria { earlier_boot: true, netns_gone: opts.netns_gone, valid };
-        let stale = gc::plan(&store, &criteria).map_err(|e| e.msg)?;
+        let stale = gc::plan(&store, &criteria).map_err(|e| format!("network {name}: {}", e.msg))?;
+        if opts.netns_gone && !opts.allow_all_netns_gone && stale.iter().any(|s| s.by_netns) {
+            let held =
+                store.leases().map_err(|e| e.msg)?.iter().filter(|(_, s)| matches!(s, LeaseState::Held(_))).count();
+            if stale.len() >= held {
+                return Err(format!(
+                    "network {name}: every one of its {held} lease(s) would be released, their network namespaces \
+                     looking gone (are the runtime's namespaces visible here?). Nothing was released; pass \
+                     --allow-all-netns-gone if every pod of the network is gone indeed"
+                ));
+            }
+        }
         planned.push((name, store, stale));
     }
     let mut failures = Vec::new();

@@ -96,6 +96,9 @@ pub struct Stale {
     pub ifname: String,
     pub owner: String,
     pub reason: String,
+    /// Stale because its network namespace is gone (and for no other reason).
+    #[serde(skip)]
+    pub by_netns: bool,
 }
 
 /// Lists what `criteria` would release, without changing anything.
@@ -122,6 +125,7 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
                         ifname: String::new(),
                         owner: "unreadable record".into(),
                         reason: format!("damaged record ({why}) written before this boot"),
+                        by_netns: false,
                         file,
                     });
                 }
@@ -138,7 +142,7 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             format!("leased in an earlier boot ({})", rec.boot_id)
         } else if criteria.valid.as_ref().is_some_and(|v| !v.contains(&rec.container_id, &rec.ifname)) {
             "attachment is not in the list of valid attachments".to_string()
-        } else if criteria.netns_gone && !rec.netns.is_empty() && !Path::new(&rec.netns).exists() {
+        } else if criteria.netns_gone && !rec.netns.is_empty() && netns_gone(&rec.netns)? {
             format!("network namespace {} is gone", rec.netns)
         } else if unindexed.contains(&file) {
             "no owner index names it (lost with a damaged index), so no DEL can release it".to_string()
@@ -146,6 +150,7 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             continue;
         };
         out.push(Stale {
+            by_netns: reason.starts_with("network namespace"),
             file,
             ip: rec.ip,
             owner: rec.owner_label(),
@@ -155,6 +160,36 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
         });
     }
     Ok(out)
+}
+
+/// Whether the network namespace at `path` is gone: only when the directory that holds it can be
+/// read here and has no such entry. A directory missing or unreadable here (a debug container,
+/// another mount namespace) is an error: every lease would look gone. A path under /proc names
+/// a process as one PID namespace sees it, and an entry that cannot be looked at (EACCES) says
+/// nothing either: "cannot tell" counts as alive.
+fn netns_gone(path: &str) -> CniResult<bool> {
+    let path = Path::new(path);
+    if path.starts_with("/proc") {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Ok(false),
+        Err(_) => {}
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match std::fs::read_dir(dir) {
+        Ok(_) => Ok(true),
+        Err(e) => Err(CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "the network namespace directory {} cannot be read here ({e}): run where the runtime's \
+                 namespaces are visible (not in another mount namespace or a debug container); otherwise every \
+                 lease would look gone. Nothing was released",
+                dir.display()
+            ),
+        )),
+    }
 }
 
 /// Releases `stale`, lease files first and then owner indexes that name nothing live (the

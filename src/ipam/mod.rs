@@ -287,6 +287,7 @@ fn reclaimable(store: &Store, ip: IpAddr) -> CniResult<Option<gc::Stale>> {
         ifname,
         owner,
         reason,
+        by_netns: false,
     };
     Ok(match store.lease(ip)? {
         LeaseState::Held(rec) if store::of_earlier_boot(&rec) => {
