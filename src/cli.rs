@@ -454,11 +454,17 @@ fn run_gc(
                 ));
             }
         }
-        planned.push((name, store, stale));
+        let mut damaged = store.damaged_indexes().map_err(|e| e.msg)?;
+        // Those a keep list releases are among the stale ones already.
+        for d in &mut damaged {
+            d.leases.retain(|file| !stale.iter().any(|s| &s.file == file));
+        }
+        damaged.retain(|d| !d.leases.is_empty());
+        planned.push((name, store, stale, damaged));
     }
     let mut failures = Vec::new();
     let mut report = Vec::new();
-    for (name, store, stale) in planned {
+    for (name, store, stale, damaged) in planned {
         if opts.apply {
             match Link::open(&store) {
                 Ok(link) => failures
@@ -467,13 +473,15 @@ fn run_gc(
             }
         }
         drop(store);
-        report.push((name, stale));
+        report.push((name, stale, damaged));
     }
     let mut out = std::io::stdout().lock();
     let written = if opts.json {
         let doc: Vec<_> = report
             .iter()
-            .map(|(n, stale)| serde_json::json!({ "network": n, "applied": opts.apply, "stale": stale }))
+            .map(|(n, stale, damaged)| {
+                serde_json::json!({ "network": n, "applied": opts.apply, "stale": stale, "unreadableIndexes": damaged })
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
     } else if report.is_empty() {
@@ -517,17 +525,31 @@ fn resolve_keep_for(
     Ok(valid)
 }
 
-fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], apply: bool) -> std::io::Result<()> {
+type GcReport = (String, Vec<gc::Stale>, Vec<crate::store::DamagedIndex>);
+
+fn write_gc_human(out: &mut impl Write, report: &[GcReport], apply: bool) -> std::io::Result<()> {
     let verb = if apply { "released" } else { "would release" };
-    for (name, stale) in report {
+    for (name, stale, damaged) in report {
         writeln!(out, "Network {name}: {} stale lease(s)", stale.len())?;
         for s in stale {
             let attachment = format!("{}:{}", s.container_id, s.ifname);
             let who = if s.owner == s.container_id { attachment } else { format!("{}, {attachment}", s.owner) };
             writeln!(out, "  {verb} {} ({}): {}", s.ip, escape(&who), escape(&s.reason))?;
         }
+        // Not judged stale (the pod may be alive), but named by no readable index: listed so
+        // the admin knows, and what releases them.
+        for d in damaged {
+            let who = escape(&format!("{}:{}", d.container_id, d.ifname));
+            writeln!(
+                out,
+                "  kept {} ({who}): its owner index is unreadable ({}); a DEL of {who}, or a keep list without it, \
+                 releases it",
+                escape(&d.leases.join(", ")),
+                escape(&d.why)
+            )?;
+        }
     }
-    if !apply && report.iter().any(|(_, s)| !s.is_empty()) {
+    if !apply && report.iter().any(|(_, s, _)| !s.is_empty()) {
         writeln!(out, "Dry run: nothing was released. Run again with --apply to release these.")?;
     }
     Ok(())

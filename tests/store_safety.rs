@@ -517,3 +517,37 @@ fn gc_lists_and_releases_leases_that_no_owner_index_names() {
     Call::verb("GC").fixed_boot().conf(&conf).run().ok_silent();
     assert_eq!(sb.lease_files("net1"), ["10.64.0.2", "fd00:64::2"]);
 }
+
+/// Issue 17, point 9: `podcidr gc` lists the leases of an attachment whose owner index is
+/// unreadable (overwritten in place, or replaced by a new file) and says what releases them;
+/// it does not release them without a keep list, as the pod may be alive.
+#[test]
+fn gc_lists_leases_whose_owner_index_is_unreadable() {
+    let sb = Sandbox::new();
+    let conf = dual_conf(&sb, "10.66.0.0/24", "fd00:66::/120");
+    Call::add("keep", &conf).fixed_boot().run().ok_json();
+    Call::add("A", &conf).fixed_boot().run().ok_json();
+    Call::add("B", &conf).fixed_boot().run().ok_json();
+    let owners = sb.net_dir("net1").join("owners");
+    // A's index overwritten in place (its IPv4 record with it); B's replaced by a new file.
+    std::fs::write(owners.join("A:eth0"), "garbage").unwrap();
+    std::fs::remove_file(owners.join("B:eth0")).unwrap();
+    std::fs::write(owners.join("B:eth0"), "{").unwrap();
+    let dd = sb.data_dir();
+    let dd = dd.to_str().unwrap();
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd]).run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let text = out.text();
+    for (ips, who) in [("10.66.0.3, fd00:66::3", "A:eth0"), ("10.66.0.4, fd00:66::4", "B:eth0")] {
+        assert!(text.contains(&format!("kept {ips} ({who}): its owner index is unreadable")), "{text}");
+    }
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--json"]).run();
+    let doc: Value = serde_json::from_str(out.text()).unwrap();
+    assert_eq!(doc[0]["unreadableIndexes"].as_array().map(Vec::len), Some(2), "{doc}");
+    // Without a keep list nothing of theirs is released; a keep list without them releases them.
+    Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--apply"]).run();
+    assert_eq!(sb.lease_files("net1").len(), 6);
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--keep", "keep", "--apply"]).run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(sb.lease_files("net1"), ["10.66.0.2", "fd00:66::2"]);
+}

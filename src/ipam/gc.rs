@@ -159,6 +159,34 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             reason,
         });
     }
+    // An attachment left out of the list whose index is unreadable: its record that shares the
+    // index's inode is unreadable too, so only the index tells whose it is.
+    if let Some(valid) = &criteria.valid {
+        for d in store.damaged_indexes()? {
+            if valid.contains(&d.container_id, &d.ifname) {
+                continue;
+            }
+            for file in d.leases {
+                let Ok(ip) = file.parse::<IpAddr>() else {
+                    continue;
+                };
+                if !out.iter().any(|s| s.file == file) {
+                    out.push(Stale {
+                        file,
+                        ip,
+                        container_id: d.container_id.clone(),
+                        ifname: d.ifname.clone(),
+                        owner: d.container_id.clone(),
+                        reason: format!(
+                            "attachment is not in the list of valid attachments (its owner index is unreadable: {})",
+                            d.why
+                        ),
+                        by_netns: false,
+                    });
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
