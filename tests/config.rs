@@ -394,3 +394,50 @@ fn an_ipv4_mapped_exclude_entry_excludes_the_ipv4_address() {
     wide["ipam"]["exclude"] = json!(["::ffff:0.0.0.0/64"]);
     assert!(Call::add("c3", &wide).run().err_msg(7).starts_with("ipam.exclude[0]"));
 }
+
+/// Issue 17, point 13: as host-local (Go's address parsers), an address with a leading-zero
+/// octet or surrounding spaces is refused wherever the config or the runtime gives one: code 7
+/// naming the field (4 for CNI_ARGS), before anything is leased.
+#[test]
+fn leading_zeros_and_spaces_in_addresses_are_refused_naming_the_field() {
+    let sb = Sandbox::new();
+    let base = json!({ "ranges": [[{ "subnet": "10.84.0.0/24" }]] });
+    let cases: Vec<(&str, Value, Value)> = vec![
+        ("ipam.ranges[0][0].subnet", json!({ "ranges": [[{ "subnet": "010.84.0.0/24" }]] }), json!({})),
+        ("ipam.ranges[0][0].subnet", json!({ "ranges": [[{ "subnet": " 10.84.0.0/24" }]] }), json!({})),
+        ("ipam.subnet", json!({ "subnet": "10.84.0.0/024 " }), json!({})),
+        (
+            "ipam.ranges[0][0].rangeStart",
+            json!({ "ranges": [[{ "subnet": "10.84.0.0/24", "rangeStart": "10.84.0.05" }]] }),
+            json!({}),
+        ),
+        (
+            "ipam.ranges[0][0].gateway",
+            json!({ "ranges": [[{ "subnet": "10.84.0.0/24", "gateway": "10.84.0.1 " }]] }),
+            json!({}),
+        ),
+        ("ipam.routes[0].dst", json!({ "ranges": base["ranges"], "routes": [{ "dst": "010.0.0.0/8" }] }), json!({})),
+        (
+            "ipam.routes[0].gw",
+            json!({ "ranges": base["ranges"], "routes": [{ "dst": "0.0.0.0/0", "gw": "10.84.0.01" }] }),
+            json!({}),
+        ),
+        ("ipam.exclude[0]", json!({ "ranges": base["ranges"], "exclude": ["010.84.0.2/32"] }), json!({})),
+        ("runtimeConfig.ips", base.clone(), json!({ "runtimeConfig": { "ips": ["010.84.0.5/24"] } })),
+        ("args.cni.ips", base.clone(), json!({ "args": { "cni": { "ips": [" 10.84.0.5"] } } })),
+    ];
+    for (field, ipam, top) in cases {
+        let mut conf = sb.conf("1.0.0", NET, ipam);
+        for (k, v) in top.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let msg = Call::add("c", &conf).run().err_msg(7);
+        assert!(msg.starts_with(field), "{field}: {msg}");
+    }
+    let conf = sb.conf("1.0.0", NET, base);
+    for ip in ["010.84.0.5", "010.84.0.5/24"] {
+        let msg = Call::add("c", &conf).args(&format!("IP={ip}")).run().err_msg(4);
+        assert!(msg.contains("CNI_ARGS"), "{ip}: {msg}");
+    }
+    assert!(sb.lease_files(NET).is_empty());
+}

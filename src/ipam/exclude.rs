@@ -6,6 +6,7 @@
 //! a walk moves a cursor along the intervals.
 
 use crate::cni::error::{CniError, CniResult};
+use crate::ipam::pool::{strict_ip, strict_net};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -194,11 +195,13 @@ fn parse_entry(raw: &[u8]) -> Result<IpNet, String> {
     let Ok(s) = std::str::from_utf8(raw) else {
         return Err(format!("{:?} is not UTF-8", String::from_utf8_lossy(raw)));
     };
+    // No leading zeros, as every address of the config (`pool::strict_ip`); surrounding spaces
+    // are the one leniency, kept because `exclude` (podcidr's own key) has always allowed them.
     let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
+    if let Some(ip) = strict_ip(s) {
         return Ok(unmapped(IpNet::from(ip)).unwrap_or_else(|| IpNet::from(ip)));
     }
-    let net = s.parse::<IpNet>().map_err(|_| format!("{s:?} is neither an address nor a CIDR"))?;
+    let net = strict_net(s).ok_or_else(|| format!("{s:?} is neither an address nor a CIDR"))?;
     if net.addr() != net.network() {
         return Err(format!(
             "{net} has host bits set; write {} for the network or {}/{} for the one address",

@@ -28,13 +28,13 @@ fn ip_config(pool: &Pool, set: usize, ip: IpAddr) -> IpConfig {
 fn routes(req: &Request) -> CniResult<Vec<Value>> {
     for (i, r) in req.ipam.routes.iter().enumerate() {
         let dst = r.get("dst").and_then(Value::as_str);
-        if dst.and_then(|d| d.parse::<IpNet>().ok()).is_none() {
+        if dst.and_then(pool::strict_net).is_none() {
             return Err(CniError::config(&format!("ipam.routes[{i}].dst"), "must be a CIDR such as 0.0.0.0/0"));
         }
         // As host-local: a gateway that is not an address (empty or null is none) is a config
         // error here, not a failure in the main plugin later.
         if let Some(gw) = r.get("gw").filter(|g| !g.is_null() && g.as_str() != Some(""))
-            && gw.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none()
+            && gw.as_str().and_then(pool::strict_ip).is_none()
         {
             return Err(CniError::config(&format!("ipam.routes[{i}].gw"), format!("{gw} is not an IP address")));
         }
