@@ -441,3 +441,32 @@ fn leading_zeros_and_spaces_in_addresses_are_refused_naming_the_field() {
     }
     assert!(sb.lease_files(NET).is_empty());
 }
+
+/// Issue 17, point 12: keys are matched as Go's encoding/json (host-local) matches them: the
+/// exact key, else one equal but for case.
+#[test]
+fn keys_are_read_whatever_their_case_as_host_local_reads_them() {
+    let sb = Sandbox::new();
+    let dd = sb.root().join("Elsewhere");
+    let conf = json!({
+        "CNIVersion": "1.0.0", "Name": NET, "type": "bridge",
+        "IPAM": {
+            "Type": "podcidr", "DataDir": dd,
+            "Ranges": [[{ "Subnet": "10.85.0.0/24", "rangestart": "10.85.0.10", "RangeEnd": "10.85.0.11", "GATEWAY": "10.85.0.254" }]],
+            "routes": [{ "dst": "0.0.0.0/0" }]
+        },
+        "runtimeconfig": { "IPs": ["10.85.0.11"] }
+    });
+    let res = Call::add("c1", &conf).run().ok_json();
+    assert_eq!(addresses(&res), ["10.85.0.11/24"]);
+    assert_eq!(res["ips"][0]["gateway"], "10.85.0.254");
+    assert!(dd.join(NET).join("leases").join("10.85.0.11").exists(), "DataDir was not honoured");
+    let mut plain = conf.clone();
+    plain.as_object_mut().unwrap().remove("runtimeconfig");
+    let next = Call::add("c2", &plain).run().ok_json();
+    assert_eq!(addresses(&next), ["10.85.0.10/24"]);
+    Call::add("c3", &plain).run().err(100);
+    // DEL reads them so too.
+    Call::del("c1", &plain).run().ok_silent();
+    assert!(!dd.join(NET).join("leases").join("10.85.0.11").exists());
+}
