@@ -453,13 +453,14 @@ fn keys_are_read_whatever_their_case_as_host_local_reads_them() {
         "IPAM": {
             "Type": "podcidr", "DataDir": dd,
             "Ranges": [[{ "Subnet": "10.85.0.0/24", "rangestart": "10.85.0.10", "RangeEnd": "10.85.0.11", "GATEWAY": "10.85.0.254" }]],
-            "routes": [{ "dst": "0.0.0.0/0" }]
+            "routes": [{ "Dst": "0.0.0.0/0", "GW": "10.85.0.254" }]
         },
         "runtimeconfig": { "IPs": ["10.85.0.11"] }
     });
     let res = Call::add("c1", &conf).run().ok_json();
     assert_eq!(addresses(&res), ["10.85.0.11/24"]);
     assert_eq!(res["ips"][0]["gateway"], "10.85.0.254");
+    assert_eq!(res["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "10.85.0.254" }]), "routes as host-local answers");
     assert!(dd.join(NET).join("leases").join("10.85.0.11").exists(), "DataDir was not honoured");
     let mut plain = conf.clone();
     plain.as_object_mut().unwrap().remove("runtimeconfig");
@@ -469,4 +470,17 @@ fn keys_are_read_whatever_their_case_as_host_local_reads_them() {
     // DEL reads them so too.
     Call::del("c1", &plain).run().ok_silent();
     assert!(!dd.join(NET).join("leases").join("10.85.0.11").exists());
+}
+
+/// Issue 17, point 15, decided: a gateway outside its subnet stays refused (code 7 naming the
+/// field and why), a deliberate difference from host-local listed in the README.
+#[test]
+fn a_gateway_outside_its_subnet_is_refused_as_the_readme_says() {
+    let sb = Sandbox::new();
+    let conf = sb.conf("1.0.0", NET, json!({ "ranges": [[{ "subnet": "10.86.0.0/24", "gateway": "10.86.1.1" }]] }));
+    let msg = Call::add("c", &conf).run().err_msg(7);
+    assert!(msg.starts_with("ipam.ranges[0][0].gateway: 10.86.1.1 is not in subnet 10.86.0.0/24"), "{msg}");
+    assert!(msg.contains("on-link"), "{msg}");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("| a `gateway` outside its range's `subnet` |"), "the README's table lost the row");
 }

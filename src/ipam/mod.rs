@@ -26,7 +26,19 @@ fn ip_config(pool: &Pool, set: usize, ip: IpAddr) -> IpConfig {
 }
 
 fn routes(req: &Request) -> CniResult<Vec<Value>> {
-    for (i, r) in req.ipam.routes.iter().enumerate() {
+    let mut routes = req.ipam.routes.clone();
+    for (i, r) in routes.iter_mut().enumerate() {
+        // host-local (Go) reads `Dst` or `GW` as `dst` and `gw` and answers with those names.
+        if let Some(obj) = r.as_object_mut() {
+            for key in ["dst", "gw"] {
+                if !obj.contains_key(key)
+                    && let Some(other) = obj.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
+                    && let Some(v) = obj.remove(&other)
+                {
+                    obj.insert(key.to_string(), v);
+                }
+            }
+        }
         let dst = r.get("dst").and_then(Value::as_str);
         if dst.and_then(pool::strict_net).is_none() {
             return Err(CniError::config(&format!("ipam.routes[{i}].dst"), "must be a CIDR such as 0.0.0.0/0"));
@@ -39,7 +51,7 @@ fn routes(req: &Request) -> CniResult<Vec<Value>> {
             return Err(CniError::config(&format!("ipam.routes[{i}].gw"), format!("{gw} is not an IP address")));
         }
     }
-    Ok(req.ipam.routes.clone())
+    Ok(routes)
 }
 
 /// Requested addresses, matched to range sets as host-local does: each set takes the first

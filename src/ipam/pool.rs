@@ -121,7 +121,9 @@ impl Range {
             let f = format!("{field}.{name}");
             let ip = parse_ip(&f, s)?;
             if !net.contains(&ip) {
-                return Err(CniError::config(&f, format!("{ip} is not in subnet {net}")));
+                // A deliberate difference from host-local, which accepts such a gateway (README).
+                let why = if name == "gateway" { "; a pod could not reach it on-link" } else { "" };
+                return Err(CniError::config(&f, format!("{ip} is not in subnet {net}{why}")));
             }
             Ok(ip)
         };

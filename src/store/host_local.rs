@@ -269,10 +269,9 @@ pub fn linked_dir(network_dir: &Path) -> Option<PathBuf> {
     link_file(network_dir).filter(|(_, active)| *active).map(|(dir, _)| dir)
 }
 
-/// Takes host-local's lock of `dir` (creating both as host-local does unless `create` is false:
-/// then `None` when `dir` is missing), without following a symbolic link or blocking on
-/// something that is not a regular file.
-fn lock_dir_if(dir: &Path, create: bool) -> CniResult<Option<File>> {
+/// Takes host-local's lock of `dir` (creating both as host-local does), without following a
+/// symbolic link or blocking on something that is not a regular file.
+fn lock_dir(dir: &Path) -> CniResult<File> {
     let path = dir.join("lock");
     let open = || {
         OpenOptions::new()
@@ -285,7 +284,6 @@ fn lock_dir_if(dir: &Path, create: bool) -> CniResult<Option<File>> {
             .open(&path)
     };
     let file = match open() {
-        Err(e) if e.kind() == io::ErrorKind::NotFound && !create && !dir.exists() => return Ok(None),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             DirBuilder::new().recursive(true).mode(0o755).create(dir).and_then(|()| open())
         }
@@ -300,22 +298,17 @@ fn lock_dir_if(dir: &Path, create: bool) -> CniResult<Option<File>> {
         ));
     }
     file.lock().map_err(|e| CniError::io(format!("cannot lock {}", path.display()), &e))?;
-    Ok(Some(file))
+    Ok(file)
 }
 
 /// host-local's lock of `dir`, or `None` when `dir` is the store's own directory (`dataDir` set
 /// to host-local's): the store's lock is that very file, and a second flock of it would wait
 /// for ever on the first.
 fn lock_unless_shared(store: &Store, dir: &Path) -> CniResult<Option<File>> {
-    lock_unless_shared_if(store, dir, true)
-}
-
-/// [`lock_unless_shared`], creating nothing unless `create`.
-fn lock_unless_shared_if(store: &Store, dir: &Path, create: bool) -> CniResult<Option<File>> {
     if fs::canonicalize(store.dir()).is_ok_and(|own| own == dir) {
         return Ok(None);
     }
-    lock_dir_if(dir, create)
+    lock_dir(dir).map(Some)
 }
 
 /// A store linked to host-local's directory (with host-local's lock held), or whose link has
@@ -329,13 +322,13 @@ pub struct Link {
 
 impl Link {
     /// Under the store's lock: the link and host-local's lock, or `None` when never linked.
-    /// An ended link takes host-local's lock only if its directory is still there, and creates
-    /// nothing.
+    /// An ended link takes no lock and creates nothing: host-local is no longer called (the
+    /// premise of the unlink), and only files naming podcidr's own owners are removed.
     pub fn open(store: &Store) -> CniResult<Option<Link>> {
         let Some((dir, active)) = link_file(store.dir()) else {
             return Ok(None);
         };
-        let lock = lock_unless_shared_if(store, &dir, active)?;
+        let lock = if active { lock_unless_shared(store, &dir)? } else { None };
         Ok(Some(Link { dir, active, _lock: lock }))
     }
 
