@@ -179,6 +179,9 @@ struct NetworkStatus {
     unreadable: Vec<Unreadable>,
     /// The host-local directory an import linked the network to (a migration in progress).
     host_local_link: Option<String>,
+    /// While linked: addresses with a host-local lease file and no podcidr lease (taken for ADD,
+    /// and counted as allocated).
+    host_local_only: Vec<IpAddr>,
 }
 
 #[derive(Serialize)]
@@ -226,7 +229,8 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
         outside_ranges: Vec::new(),
         reserved_or_excluded: Vec::new(),
         unreadable: Vec::new(),
-        host_local_link: host_local::linked_dir(dir).map(|d| d.display().to_string()),
+        host_local_link: None,
+        host_local_only: Vec::new(),
     };
     for (file, state) in store.leases().map_err(|e| e.msg)? {
         match state {
@@ -234,6 +238,17 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
             LeaseState::Unreadable(error) => st.unreadable.push(Unreadable { file, error }),
             LeaseState::Free => {}
         }
+    }
+    if let Some(link) = host_local::linked_dir(dir) {
+        let ours: HashSet<IpAddr> = st.leases.iter().map(|r| r.ip).collect();
+        match host_local::lease_files(&link) {
+            Ok(files) => {
+                st.host_local_only = files.into_iter().map(|(ip, _)| ip).filter(|ip| !ours.contains(ip)).collect()
+            }
+            Err(e) => st.unreadable.push(Unreadable { file: link.display().to_string(), error: e.msg }),
+        }
+        st.host_local_only.sort_by_key(|ip| crate::ipam::pool::to_u128(*ip));
+        st.host_local_link = Some(link.display().to_string());
     }
     if let Some(pool) = &pool {
         let mut allocated = vec![0u128; pool.range_sets.len()];
@@ -243,6 +258,9 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
                 (None, Some(_)) => st.reserved_or_excluded.push(rec.ip),
                 (None, None) => st.outside_ranges.push(rec.ip),
             }
+        }
+        for set in st.host_local_only.iter().filter_map(|ip| pool.usable_set(*ip)) {
+            allocated[set] += 1;
         }
         for (i, set) in pool.range_sets.iter().enumerate() {
             let mut subnets: Vec<String> = set.iter().map(|r| r.subnet.to_string()).collect();
@@ -351,6 +369,9 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
                 label = format!("{label}, {}", rec.ifname);
             }
             writeln!(out, "  {} ({}){outside}", rec.ip, escape(&label))?;
+        }
+        for ip in &n.host_local_only {
+            writeln!(out, "  {ip} (host-local's lease)")?;
         }
         for u in &n.unreadable {
             writeln!(out, "  {} [unreadable record: {}]", escape(&u.file), escape(&u.error))?;

@@ -565,6 +565,13 @@ fn status_counts_the_link() {
     let said = node.podcidr_verb("STATUS", BOOT_ID, json!({}));
     assert!(said.err_msg(50).contains("no IP addresses available"), "{said:?}");
     assert!(node.podcidr_add("p").unwrap_err().contains("code: 100"));
+    // `podcidr status` says the same: host-local's leases are allocated, and listed.
+    let dd = node.sb.data_dir();
+    let st = cli(&["status", "--data-dir", dd.to_str().unwrap(), "--network", "net1"]);
+    assert!(
+        st.text().contains("IPv4: 5/5 allocated") && st.text().contains("10.107.0.6 (host-local's lease)"),
+        "{st:?}"
+    );
     node.host_local("DEL", "h2").unwrap();
     node.podcidr_verb("STATUS", BOOT_ID, json!({})).ok_silent();
     node.podcidr_add("p").unwrap();

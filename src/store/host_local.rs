@@ -413,13 +413,17 @@ impl Link {
     }
 
     fn lease_files(&self) -> CniResult<Vec<(IpAddr, PathBuf)>> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| CniError::io(format!("cannot list {}", self.dir.display()), &e))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| Some((e.file_name().to_str()?.parse::<IpAddr>().ok()?, e.path())))
-            .collect())
+        lease_files(&self.dir)
     }
+}
+
+/// host-local's lease files in `dir` (files named by an address), with their paths.
+pub fn lease_files(dir: &Path) -> CniResult<Vec<(IpAddr, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|e| CniError::io(format!("cannot list {}", dir.display()), &e))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<IpAddr>().ok()?, e.path())))
+        .collect())
 }
 
 /// DEL's part, after the store released `released` for `(cid, ifname)`: host-local's files of
