@@ -6,7 +6,7 @@ use crate::ipam::gc;
 use crate::ipam::pool::Pool;
 use crate::modes;
 use crate::modes::source::{Cached, now_ms};
-use crate::store::host_local;
+use crate::store::host_local::{self, Link};
 use crate::store::{Access, LeaseRecord, LeaseState, Store};
 use clap::{Parser, Subcommand};
 use serde::Serialize;
@@ -54,9 +54,13 @@ enum Cmd {
         /// Only this network (the conflist's `name`); default: every network in the data directory.
         #[arg(long)]
         network: Option<String>,
-        /// Also release leases whose recorded network namespace path is gone.
+        /// Also release leases whose recorded network namespace path is gone. Refused where the
+        /// namespace directory cannot be read; a path that cannot be judged counts as alive.
         #[arg(long)]
         netns_gone: bool,
+        /// With --netns-gone, accept that every lease of a network would be released.
+        #[arg(long)]
+        allow_all_netns_gone: bool,
         /// Live containers (`ID` or `ID:IFNAME`, comma-separated or repeated); every other lease is
         /// released. A unique prefix of an ID is enough (`podman ps -q` prints 12 characters).
         #[arg(long, value_delimiter = ',')]
@@ -85,14 +89,14 @@ enum Cmd {
         /// host-local's directory for the network, e.g. /var/lib/cni/networks/mynet.
         #[arg(long)]
         from: PathBuf,
-        /// The network name (the conflist's `name`).
+        /// The network name (the conflist's `name`); with --conf, taken from it.
         #[arg(long)]
-        network: String,
-        /// podcidr's dataDir.
-        #[arg(long, default_value = DEFAULT_DATA_DIR)]
-        data_dir: PathBuf,
-        /// The network config (.conf or .conflist) whose ranges the leases belong to; records
-        /// then carry subnet and gateway. Optional.
+        network: Option<String>,
+        /// podcidr's dataDir; with --conf, the conflist's `dataDir` (or the default).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// The network config (.conf or .conflist) the node will run podcidr with: its `name`
+        /// and `dataDir` say where the leases go, its ranges give the records subnet and gateway.
         #[arg(long)]
         conf: Option<PathBuf>,
         /// Interface name for leases in host-local's old id-only format.
@@ -124,13 +128,24 @@ pub fn run(args: impl IntoIterator<Item = std::ffi::OsString>) -> ExitCode {
     let cli = Cli::parse_from(args);
     let outcome = match cli.command {
         Cmd::Status { data_dir, network, json } => status(&data_dir, network.as_deref(), json),
-        Cmd::Gc { data_dir, network, netns_gone, keep, keep_from, allow_empty_keep, allow_no_match, apply, json } => {
-            let opts = GcOptions { netns_gone, allow_empty_keep, allow_no_match, apply, json };
+        Cmd::Gc {
+            data_dir,
+            network,
+            netns_gone,
+            allow_all_netns_gone,
+            keep,
+            keep_from,
+            allow_empty_keep,
+            allow_no_match,
+            apply,
+            json,
+        } => {
+            let opts = GcOptions { netns_gone, allow_all_netns_gone, allow_empty_keep, allow_no_match, apply, json };
             run_gc(&data_dir, network.as_deref(), keep, keep_from.as_deref(), &opts)
         }
         Cmd::UnlinkHostLocal { network, data_dir } => unlink_host_local(&network, &data_dir),
         Cmd::ImportHostLocal { from, network, data_dir, conf, ifname } => {
-            import_host_local(&from, &network, &data_dir, conf.as_deref(), &ifname)
+            import_host_local(&from, network, data_dir, conf.as_deref(), &ifname)
         }
         Cmd::Version => {
             println!("podcidr {}\nCNI spec versions: {}", env!("CARGO_PKG_VERSION"), SUPPORTED.join(", "));
@@ -164,6 +179,9 @@ struct NetworkStatus {
     unreadable: Vec<Unreadable>,
     /// The host-local directory an import linked the network to (a migration in progress).
     host_local_link: Option<String>,
+    /// While linked: addresses with a host-local lease file and no podcidr lease (taken for ADD,
+    /// and counted as allocated).
+    host_local_only: Vec<IpAddr>,
 }
 
 #[derive(Serialize)]
@@ -211,7 +229,8 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
         outside_ranges: Vec::new(),
         reserved_or_excluded: Vec::new(),
         unreadable: Vec::new(),
-        host_local_link: host_local::linked_dir(dir).map(|d| d.display().to_string()),
+        host_local_link: None,
+        host_local_only: Vec::new(),
     };
     for (file, state) in store.leases().map_err(|e| e.msg)? {
         match state {
@@ -219,6 +238,17 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
             LeaseState::Unreadable(error) => st.unreadable.push(Unreadable { file, error }),
             LeaseState::Free => {}
         }
+    }
+    if let Some(link) = host_local::linked_dir(dir) {
+        let ours: HashSet<IpAddr> = st.leases.iter().map(|r| r.ip).collect();
+        match host_local::lease_files(&link) {
+            Ok(files) => {
+                st.host_local_only = files.into_iter().map(|(ip, _)| ip).filter(|ip| !ours.contains(ip)).collect()
+            }
+            Err(e) => st.unreadable.push(Unreadable { file: link.display().to_string(), error: e.msg }),
+        }
+        st.host_local_only.sort_by_key(|ip| crate::ipam::pool::to_u128(*ip));
+        st.host_local_link = Some(link.display().to_string());
     }
     if let Some(pool) = &pool {
         let mut allocated = vec![0u128; pool.range_sets.len()];
@@ -228,6 +258,9 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
                 (None, Some(_)) => st.reserved_or_excluded.push(rec.ip),
                 (None, None) => st.outside_ranges.push(rec.ip),
             }
+        }
+        for set in st.host_local_only.iter().filter_map(|ip| pool.usable_set(*ip)) {
+            allocated[set] += 1;
         }
         for (i, set) in pool.range_sets.iter().enumerate() {
             let mut subnets: Vec<String> = set.iter().map(|r| r.subnet.to_string()).collect();
@@ -337,6 +370,9 @@ fn write_human(out: &mut impl Write, data_dir: &Path, networks: &[NetworkStatus]
             }
             writeln!(out, "  {} ({}){outside}", rec.ip, escape(&label))?;
         }
+        for ip in &n.host_local_only {
+            writeln!(out, "  {ip} (host-local's lease)")?;
+        }
         for u in &n.unreadable {
             writeln!(out, "  {} [unreadable record: {}]", escape(&u.file), escape(&u.error))?;
         }
@@ -390,6 +426,7 @@ fn read_keep(keep: Vec<String>, keep_from: Option<&Path>) -> Result<Option<Vec<g
 
 struct GcOptions {
     netns_gone: bool,
+    allow_all_netns_gone: bool,
     allow_empty_keep: bool,
     allow_no_match: bool,
     apply: bool,
@@ -426,23 +463,46 @@ fn run_gc(
             Some(items) => Some(resolve_keep_for(&store, &name, items, opts.allow_no_match)?),
         };
         let criteria = gc::Criteria { earlier_boot: true, netns_gone: opts.netns_gone, valid };
-        let stale = gc::plan(&store, &criteria).map_err(|e| e.msg)?;
-        planned.push((name, store, stale));
+        let stale = gc::plan(&store, &criteria).map_err(|e| format!("network {name}: {}", e.msg))?;
+        if opts.netns_gone && !opts.allow_all_netns_gone && stale.iter().any(|s| s.by_netns) {
+            let held =
+                store.leases().map_err(|e| e.msg)?.iter().filter(|(_, s)| matches!(s, LeaseState::Held(_))).count();
+            if stale.len() >= held {
+                return Err(format!(
+                    "network {name}: every one of its {held} lease(s) would be released, their network namespaces \
+                     looking gone (are the runtime's namespaces visible here?). Nothing was released; pass \
+                     --allow-all-netns-gone if every pod of the network is gone indeed"
+                ));
+            }
+        }
+        let mut damaged = store.damaged_indexes().map_err(|e| e.msg)?;
+        // Those a keep list releases are among the stale ones already.
+        for d in &mut damaged {
+            d.leases.retain(|file| !stale.iter().any(|s| &s.file == file));
+        }
+        damaged.retain(|d| !d.leases.is_empty());
+        planned.push((name, store, stale, damaged));
     }
     let mut failures = Vec::new();
     let mut report = Vec::new();
-    for (name, store, stale) in planned {
+    for (name, store, stale, damaged) in planned {
         if opts.apply {
-            failures.extend(gc::apply(&store, &stale).into_iter().map(|e| format!("{name}: {}", e.msg)));
+            match Link::open(&store) {
+                Ok(link) => failures
+                    .extend(gc::apply(&store, link.as_ref(), &stale).into_iter().map(|e| format!("{name}: {}", e.msg))),
+                Err(e) => failures.push(format!("{name}: {}", e.msg)),
+            }
         }
         drop(store);
-        report.push((name, stale));
+        report.push((name, stale, damaged));
     }
     let mut out = std::io::stdout().lock();
     let written = if opts.json {
         let doc: Vec<_> = report
             .iter()
-            .map(|(n, stale)| serde_json::json!({ "network": n, "applied": opts.apply, "stale": stale }))
+            .map(|(n, stale, damaged)| {
+                serde_json::json!({ "network": n, "applied": opts.apply, "stale": stale, "unreadableIndexes": damaged })
+            })
             .collect();
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
     } else if report.is_empty() {
@@ -486,24 +546,45 @@ fn resolve_keep_for(
     Ok(valid)
 }
 
-fn write_gc_human(out: &mut impl Write, report: &[(String, Vec<gc::Stale>)], apply: bool) -> std::io::Result<()> {
+type GcReport = (String, Vec<gc::Stale>, Vec<crate::store::DamagedIndex>);
+
+fn write_gc_human(out: &mut impl Write, report: &[GcReport], apply: bool) -> std::io::Result<()> {
     let verb = if apply { "released" } else { "would release" };
-    for (name, stale) in report {
+    for (name, stale, damaged) in report {
         writeln!(out, "Network {name}: {} stale lease(s)", stale.len())?;
         for s in stale {
             let attachment = format!("{}:{}", s.container_id, s.ifname);
             let who = if s.owner == s.container_id { attachment } else { format!("{}, {attachment}", s.owner) };
             writeln!(out, "  {verb} {} ({}): {}", s.ip, escape(&who), escape(&s.reason))?;
         }
+        // Not judged stale (the pod may be alive), but named by no readable index: listed so
+        // the admin knows, and what releases them.
+        for d in damaged {
+            let who = escape(&format!("{}:{}", d.container_id, d.ifname));
+            writeln!(
+                out,
+                "  kept {} ({who}): its owner index is unreadable ({}); a DEL of {who}, or a keep list without it, \
+                 releases it",
+                escape(&d.leases.join(", ")),
+                escape(&d.why)
+            )?;
+        }
     }
-    if !apply && report.iter().any(|(_, s)| !s.is_empty()) {
+    if !apply && report.iter().any(|(_, s, _)| !s.is_empty()) {
         writeln!(out, "Dry run: nothing was released. Run again with --apply to release these.")?;
     }
     Ok(())
 }
 
+/// What an import takes from the network config.
+struct ImportConf {
+    name: String,
+    data_dir: PathBuf,
+    pool: Pool,
+}
+
 /// A network config from a .conf, or the plugin with an ipam stanza from a .conflist.
-fn read_conf(path: &Path) -> Result<Pool, String> {
+fn read_conf(path: &Path) -> Result<ImportConf, String> {
     let text = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let mut doc: serde_json::Value =
         serde_json::from_slice(&text).map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
@@ -518,18 +599,50 @@ fn read_conf(path: &Path) -> Result<Pool, String> {
         doc = plugin;
     }
     let req = config::parse(doc.to_string().as_bytes()).map_err(|e| format!("{}: {}", path.display(), e.msg))?;
-    modes::pool(&req).map_err(|e| format!("{}: {}", path.display(), e.msg))
+    let pool = modes::pool(&req).map_err(|e| format!("{}: {}", path.display(), e.msg))?;
+    Ok(ImportConf { data_dir: req.data_dir(), name: req.conf.name, pool })
+}
+
+/// The value an import uses: the command line's, the config's, or the default; a command line
+/// that disagrees with the config is refused, naming both.
+fn agree<T: PartialEq + std::fmt::Debug>(
+    flag: &str,
+    given: Option<T>,
+    from_conf: Option<(T, &Path)>,
+    default: Option<T>,
+) -> Result<T, String> {
+    match (given, from_conf) {
+        (Some(g), Some((c, path))) if g != c => Err(format!(
+            "{flag} {g:?} disagrees with {}, which says {c:?}: the node will run podcidr with that config; leave \
+             {flag} out",
+            path.display()
+        )),
+        (_, Some((c, _))) => Ok(c),
+        (Some(g), None) => Ok(g),
+        (None, None) => default.ok_or_else(|| format!("give {flag}, or --conf with the network config")),
+    }
 }
 
 fn import_host_local(
     from: &Path,
-    network: &str,
-    data_dir: &Path,
+    network: Option<String>,
+    data_dir: Option<PathBuf>,
     conf: Option<&Path>,
     ifname: &str,
 ) -> Result<(), String> {
+    let read = conf.map(|path| read_conf(path).map(|c| (c, path))).transpose()?;
+    let network = agree("--network", network, read.as_ref().map(|(c, p)| (c.name.clone(), *p)), None)?;
+    let network = network.as_str();
+    let data_dir = agree(
+        "--data-dir",
+        data_dir,
+        read.as_ref().map(|(c, p)| (c.data_dir.clone(), *p)),
+        Some(PathBuf::from(DEFAULT_DATA_DIR)),
+    )?;
+    let data_dir = data_dir.as_path();
     config::validate_network_name(network).map_err(|e| invalid_network(network, &e))?;
-    let pool = conf.map(read_conf).transpose()?;
+    let pool = read.map(|(c, _)| c.pool);
+    host_local::check_source(from).map_err(|e| e.msg)?;
     let mut store = Store::open(data_dir, network, Access::Exclusive).map_err(|e| e.msg)?;
     if let Some(pool) = &pool {
         store
@@ -570,10 +683,15 @@ fn import_host_local(
             let _ = writeln!(out, "  {}: {}", escape(file), escape(why));
         }
     }
+    let dd = if data_dir == Path::new(DEFAULT_DATA_DIR) {
+        String::new()
+    } else {
+        format!(" --data-dir {}", escape(&data_dir.display().to_string()))
+    };
     let _ = writeln!(
         out,
-        "Linked: until `podcidr unlink-host-local --network {network}`, or until host-local's directory holds \
-         no lease of its own, podcidr's ADD and DEL also reserve addresses there."
+        "Linked: until `podcidr unlink-host-local --network {network}{dd}`, podcidr's ADD and DEL also reserve \
+         addresses there."
     );
     if report.collisions.is_empty() {
         return Ok(());

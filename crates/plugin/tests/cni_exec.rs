@@ -512,6 +512,38 @@ fn del_works_with_a_config_whose_ranges_are_invalid() {
     assert!(sb.owner_files("net1").is_empty());
 }
 
+/// Issue 17, point 10: DEL fails only when it cannot find the store; bad values (or types) in
+/// keys it does not use do not stop a node from tearing a pod down.
+#[test]
+fn del_ignores_bad_values_in_keys_it_does_not_use() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.0.0", "10.1.0.0/24");
+    let bad = [
+        ("logLevel", json!("verbose")),
+        ("ranges", json!(5)),
+        ("routes", json!("none")),
+        ("exclude", json!({ "a": 1 })),
+        ("mode", json!(7)),
+        ("resolvConf", json!(["x"])),
+        ("apiTimeoutSeconds", json!("slow")),
+    ];
+    for (i, (key, value)) in bad.iter().enumerate() {
+        let id = format!("pod{i}");
+        add_ok(&id, &conf);
+        let mut broken = conf.clone();
+        broken["ipam"][*key] = value.clone();
+        Call::del(&id, &broken).run().ok_silent();
+        assert!(sb.lease_files("net1").is_empty(), "DEL with {key}: {value} left the lease");
+    }
+    // Without a way to find the store it is still an error: code 7 naming the key.
+    let mut relative = conf.clone();
+    relative["ipam"]["dataDir"] = json!("relative/dir");
+    assert!(Call::del("x", &relative).run().err_msg(7).contains("ipam.dataDir"));
+    let mut no_name = conf.clone();
+    no_name["name"] = json!(5);
+    Call::del("x", &no_name).run().err(7);
+}
+
 #[test]
 fn del_works_without_a_netns() {
     let sb = Sandbox::new();
@@ -960,6 +992,24 @@ fn gc_releases_attachments_not_listed() {
     Call::verb("GC").conf(&gc).run().ok_silent();
     assert!(sb.lease_files("net1").is_empty());
     assert!(sb.owner_files("net1").is_empty());
+}
+
+/// Issue 17, point 11: as the CNI spec says, GC never releases a listed attachment, not even
+/// one whose lease is from an earlier boot (an ADD reclaims such a lease when the range needs it).
+#[test]
+fn gc_never_releases_a_listed_attachment_even_of_an_earlier_boot() {
+    let sb = Sandbox::new();
+    let conf = sb.conf_v4("1.1.0", "10.11.1.0/24");
+    let a = Call::add("a", &conf).env("PODCIDR_BOOT_ID", "boot-1").run().ok_json();
+    Call::add("b", &conf).env("PODCIDR_BOOT_ID", "boot-1").run().ok_json();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{ "containerID": "a", "ifname": "eth0" }]);
+    Call::verb("GC").conf(&gc).env("PODCIDR_BOOT_ID", "boot-2").run().ok_silent();
+    assert_eq!(sb.lease_files("net1"), [only_ip(&a)]);
+    assert_eq!(sb.owner_files("net1"), ["a:eth0"]);
+    // Without a list, earlier-boot leases go.
+    Call::verb("GC").conf(&conf).env("PODCIDR_BOOT_ID", "boot-2").run().ok_silent();
+    assert!(sb.lease_files("net1").is_empty());
 }
 
 #[test]

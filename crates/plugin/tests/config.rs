@@ -352,3 +352,135 @@ fn check_without_prev_result_passes_when_the_attachment_holds_a_lease() {
         Call::check("c1", &conf).run().err(102);
     }
 }
+
+/// Issue 17, point 7: an exclude entry that cannot be read (a number beyond f64, a lone
+/// surrogate escape, nesting deeper than 128) is code 7 naming `ipam.exclude` and the entry;
+/// the rest of the list is never dropped with it.
+#[test]
+fn an_unreadable_exclude_entry_is_code_7_naming_it_never_an_empty_list() {
+    let sb = Sandbox::new();
+    let conf = sb.conf("1.1.0", NET, json!({ "subnet": "10.64.0.0/24", "exclude": "LIST" }));
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    let digits = "9".repeat(400);
+    for (entry, named) in [
+        ("1e400", "ipam.exclude[1]: 1e400"),
+        (r#""\ud800""#, r#"ipam.exclude[1]: "\ud800""#),
+        (digits.as_str(), "ipam.exclude[1]: 999"),
+        (deep.as_str(), "ipam.exclude"),
+    ] {
+        let text = conf.to_string().replace(r#""LIST""#, &format!(r#"["10.64.0.2", {entry}]"#));
+        for verb in ["ADD", "STATUS"] {
+            let out = Call::cni(verb, "c1", &Value::Null).stdin(text.as_bytes()).run();
+            let msg = out.err_msg(7);
+            assert!(msg.starts_with(named), "{verb} with {}: {msg}", &entry[..entry.len().min(20)]);
+        }
+        assert!(!sb.net_dir(NET).join("leases").join("10.64.0.2").exists());
+    }
+}
+
+/// Issue 17, point 14: an IPv4-mapped exclude entry excludes the IPv4 address it maps.
+#[test]
+fn an_ipv4_mapped_exclude_entry_excludes_the_ipv4_address() {
+    let sb = Sandbox::new();
+    let conf = sb.conf(
+        "1.0.0",
+        NET,
+        json!({ "subnet": "10.65.0.0/24", "exclude": ["::ffff:10.65.0.2", "::ffff:10.65.0.4/127"] }),
+    );
+    let got = addresses(&Call::add("c1", &conf).run().ok_json());
+    assert_eq!(got, ["10.65.0.3/24"]);
+    assert_eq!(addresses(&Call::add("c2", &conf).run().ok_json()), ["10.65.0.6/24"]);
+    let mut wide = conf.clone();
+    wide["ipam"]["exclude"] = json!(["::ffff:0.0.0.0/64"]);
+    assert!(Call::add("c3", &wide).run().err_msg(7).starts_with("ipam.exclude[0]"));
+}
+
+/// Issue 17, point 13: as host-local (Go's address parsers), an address with a leading-zero
+/// octet or surrounding spaces is refused wherever the config or the runtime gives one: code 7
+/// naming the field (4 for CNI_ARGS), before anything is leased.
+#[test]
+fn leading_zeros_and_spaces_in_addresses_are_refused_naming_the_field() {
+    let sb = Sandbox::new();
+    let base = json!({ "ranges": [[{ "subnet": "10.84.0.0/24" }]] });
+    let cases: Vec<(&str, Value, Value)> = vec![
+        ("ipam.ranges[0][0].subnet", json!({ "ranges": [[{ "subnet": "010.84.0.0/24" }]] }), json!({})),
+        ("ipam.ranges[0][0].subnet", json!({ "ranges": [[{ "subnet": " 10.84.0.0/24" }]] }), json!({})),
+        ("ipam.subnet", json!({ "subnet": "10.84.0.0/024 " }), json!({})),
+        (
+            "ipam.ranges[0][0].rangeStart",
+            json!({ "ranges": [[{ "subnet": "10.84.0.0/24", "rangeStart": "10.84.0.05" }]] }),
+            json!({}),
+        ),
+        (
+            "ipam.ranges[0][0].gateway",
+            json!({ "ranges": [[{ "subnet": "10.84.0.0/24", "gateway": "10.84.0.1 " }]] }),
+            json!({}),
+        ),
+        ("ipam.routes[0].dst", json!({ "ranges": base["ranges"], "routes": [{ "dst": "010.0.0.0/8" }] }), json!({})),
+        (
+            "ipam.routes[0].gw",
+            json!({ "ranges": base["ranges"], "routes": [{ "dst": "0.0.0.0/0", "gw": "10.84.0.01" }] }),
+            json!({}),
+        ),
+        ("ipam.exclude[0]", json!({ "ranges": base["ranges"], "exclude": ["010.84.0.2/32"] }), json!({})),
+        ("runtimeConfig.ips", base.clone(), json!({ "runtimeConfig": { "ips": ["010.84.0.5/24"] } })),
+        ("args.cni.ips", base.clone(), json!({ "args": { "cni": { "ips": [" 10.84.0.5"] } } })),
+    ];
+    for (field, ipam, top) in cases {
+        let mut conf = sb.conf("1.0.0", NET, ipam);
+        for (k, v) in top.as_object().unwrap() {
+            conf[k] = v.clone();
+        }
+        let msg = Call::add("c", &conf).run().err_msg(7);
+        assert!(msg.starts_with(field), "{field}: {msg}");
+    }
+    let conf = sb.conf("1.0.0", NET, base);
+    for ip in ["010.84.0.5", "010.84.0.5/24"] {
+        let msg = Call::add("c", &conf).args(&format!("IP={ip}")).run().err_msg(4);
+        assert!(msg.contains("CNI_ARGS"), "{ip}: {msg}");
+    }
+    assert!(sb.lease_files(NET).is_empty());
+}
+
+/// Issue 17, point 12: keys are matched as Go's encoding/json (host-local) matches them: the
+/// exact key, else one equal but for case.
+#[test]
+fn keys_are_read_whatever_their_case_as_host_local_reads_them() {
+    let sb = Sandbox::new();
+    let dd = sb.root().join("Elsewhere");
+    let conf = json!({
+        "CNIVersion": "1.0.0", "Name": NET, "type": "bridge",
+        "IPAM": {
+            "Type": "podcidr", "DataDir": dd,
+            "Ranges": [[{ "Subnet": "10.85.0.0/24", "rangestart": "10.85.0.10", "RangeEnd": "10.85.0.11", "GATEWAY": "10.85.0.254" }]],
+            "routes": [{ "Dst": "0.0.0.0/0", "GW": "10.85.0.254" }]
+        },
+        "runtimeconfig": { "IPs": ["10.85.0.11"] }
+    });
+    let res = Call::add("c1", &conf).run().ok_json();
+    assert_eq!(addresses(&res), ["10.85.0.11/24"]);
+    assert_eq!(res["ips"][0]["gateway"], "10.85.0.254");
+    assert_eq!(res["routes"], json!([{ "dst": "0.0.0.0/0", "gw": "10.85.0.254" }]), "routes as host-local answers");
+    assert!(dd.join(NET).join("leases").join("10.85.0.11").exists(), "DataDir was not honoured");
+    let mut plain = conf.clone();
+    plain.as_object_mut().unwrap().remove("runtimeconfig");
+    let next = Call::add("c2", &plain).run().ok_json();
+    assert_eq!(addresses(&next), ["10.85.0.10/24"]);
+    Call::add("c3", &plain).run().err(100);
+    // DEL reads them so too.
+    Call::del("c1", &plain).run().ok_silent();
+    assert!(!dd.join(NET).join("leases").join("10.85.0.11").exists());
+}
+
+/// Issue 17, point 15, decided: a gateway outside its subnet stays refused (code 7 naming the
+/// field and why), a deliberate difference from host-local listed in the README.
+#[test]
+fn a_gateway_outside_its_subnet_is_refused_as_the_readme_says() {
+    let sb = Sandbox::new();
+    let conf = sb.conf("1.0.0", NET, json!({ "ranges": [[{ "subnet": "10.86.0.0/24", "gateway": "10.86.1.1" }]] }));
+    let msg = Call::add("c", &conf).run().err_msg(7);
+    assert!(msg.starts_with("ipam.ranges[0][0].gateway: 10.86.1.1 is not in subnet 10.86.0.0/24"), "{msg}");
+    assert!(msg.contains("on-link"), "{msg}");
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    assert!(readme.contains("| a `gateway` outside its range's `subnet` |"), "the README's table lost the row");
+}

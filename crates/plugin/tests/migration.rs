@@ -48,36 +48,16 @@ impl Node {
 
     /// host-local ADD or DEL as a runtime execs it; the address on success.
     fn host_local(&self, verb: &str, id: &str) -> Result<Option<String>, String> {
-        let mut child = Command::new(HOST_LOCAL)
-            .env_clear()
-            .env("CNI_COMMAND", verb)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_IFNAME", IFNAME)
-            .env("CNI_NETNS", format!("/var/run/netns/{id}"))
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("exec host-local");
-        {
-            use std::io::Write;
-            child.stdin.take().unwrap().write_all(self.hl_conf.to_string().as_bytes()).unwrap();
-        }
-        let out = child.wait_with_output().unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        if !out.status.success() {
-            return Err(format!("host-local {verb} {id}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
-        }
-        if verb != "ADD" {
-            return Ok(None);
-        }
-        let v: Value = serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))?;
-        Ok(Some(only_ip(&v)))
+        host_local_exec(&self.hl_conf, verb, id)
     }
 
     fn podcidr_add(&self, id: &str) -> Result<String, String> {
-        match Call::add(id, &self.podcidr_conf).fixed_boot().reply() {
+        self.podcidr_add_in(id, BOOT_ID)
+    }
+
+    /// podcidr ADD in the boot `boot` (a reboot is a new boot ID).
+    fn podcidr_add_in(&self, id: &str, boot: &str) -> Result<String, String> {
+        match Call::add(id, &self.podcidr_conf).env("PODCIDR_BOOT_ID", boot).reply() {
             Reply::Ok(Some(v)) => Ok(only_ip(&v)),
             other => Err(format!("podcidr ADD {id}: {other:?}")),
         }
@@ -85,6 +65,11 @@ impl Node {
 
     fn podcidr_del(&self, id: &str) {
         Call::del(id, &self.podcidr_conf).fixed_boot().run().ok_silent();
+    }
+
+    /// The names in host-local's directory that are addresses (its lease files).
+    fn hl_leases(&self) -> Vec<String> {
+        names(&self.hl_dir()).into_iter().filter(|n| n.parse::<std::net::IpAddr>().is_ok()).collect()
     }
 
     fn import(&self) -> Out {
@@ -102,6 +87,37 @@ impl Node {
             ])
             .run()
     }
+}
+
+/// host-local (the plugin alone, `conf` its own config) as a runtime execs it; the address on
+/// success of an ADD.
+fn host_local_exec(conf: &Value, verb: &str, id: &str) -> Result<Option<String>, String> {
+    let mut child = Command::new(HOST_LOCAL)
+        .env_clear()
+        .env("CNI_COMMAND", verb)
+        .env("CNI_CONTAINERID", id)
+        .env("CNI_IFNAME", IFNAME)
+        .env("CNI_NETNS", format!("/var/run/netns/{id}"))
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("exec host-local");
+    {
+        use std::io::Write;
+        child.stdin.take().unwrap().write_all(conf.to_string().as_bytes()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!("host-local {verb} {id}: {stdout} {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    if verb != "ADD" {
+        return Ok(None);
+    }
+    let v: Value = serde_json::from_str(&stdout).map_err(|e| format!("{e}: {stdout}"))?;
+    Ok(Some(only_ip(&v)))
 }
 
 /// The pods alive on the node: address → pod.
@@ -329,4 +345,253 @@ fn with_datadir_set_to_host_local_s_the_link_shares_the_one_lock_and_still_prote
     for (ip, pod) in [(hl, "hl-pod"), (pc, "pc-pod"), (late, "hl-late")] {
         live.add(ip, pod, "shared dataDir");
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 17
+// ---------------------------------------------------------------------------------------------
+
+impl Node {
+    /// A podcidr verb without an attachment (STATUS, GC) in boot `boot`; the config in 1.1.0.
+    fn podcidr_verb(&self, verb: &str, boot: &str, extra: Value) -> Out {
+        let mut conf = self.podcidr_conf.clone();
+        conf["cniVersion"] = json!("1.1.0");
+        for (k, v) in extra.as_object().into_iter().flatten() {
+            conf[k] = v.clone();
+        }
+        Call::verb(verb).conf(&conf).env("PODCIDR_BOOT_ID", boot).run()
+    }
+
+    fn unlink(&self) -> Out {
+        let dd = self.sb.data_dir();
+        Call::bare().argv(&["unlink-host-local", "--network", "net1", "--data-dir", dd.to_str().unwrap()]).run()
+    }
+
+    fn linked(&self) -> bool {
+        status_network(&status_json(&self.sb.data_dir()), "net1")["hostLocalLink"].is_string()
+    }
+}
+
+/// Point 1: a conflist with `dataDir`, migrated with the document's command: the import goes
+/// where the switched plugin looks (the conflist's `dataDir` and `name`), so no host-local pod's
+/// address is handed out again.
+#[test]
+fn import_with_conf_uses_the_conflist_s_name_and_data_dir() {
+    if !host_local_present() {
+        return;
+    }
+    let sb = Sandbox::new();
+    let d = sb.root().join("cni-data");
+    let ipam = json!({ "type": "host-local", "dataDir": d, "ranges": [[{ "subnet": "10.100.0.0/29" }]] });
+    let conflist = json!({
+        "cniVersion": "1.0.0", "name": "cdnet",
+        "plugins": [{ "type": "bridge", "bridge": "cd0", "ipam": ipam }]
+    });
+    let conf_file = sb.root().join("10-cdnet.conflist");
+    std::fs::write(&conf_file, conflist.to_string()).unwrap();
+    let hl_conf = json!({ "cniVersion": "1.0.0", "name": "cdnet", "type": "bridge", "ipam": ipam });
+    let mut live = Live::default();
+    for pod in ["h0", "h1", "h2"] {
+        live.add(host_local_exec(&hl_conf, "ADD", pod).unwrap().unwrap(), pod, "host-local ADD");
+    }
+    let from = d.join("cdnet");
+    let import = |extra: &[&str]| {
+        let mut argv =
+            vec!["import-host-local", "--from", from.to_str().unwrap(), "--conf", conf_file.to_str().unwrap()];
+        argv.extend_from_slice(extra);
+        Call::bare().fixed_boot().argv(&argv).run()
+    };
+    // A --network or --data-dir that disagrees with the conflist is refused, naming both.
+    let out = import(&["--network", "cd-net"]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("cd-net") && out.stderr.contains("cdnet"), "{out:?}");
+    let elsewhere = sb.root().join("elsewhere");
+    let out = import(&["--data-dir", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains(elsewhere.to_str().unwrap()) && out.stderr.contains(d.to_str().unwrap()), "{out:?}");
+    assert!(!elsewhere.exists() && !d.join("cd-net").exists(), "a refused import wrote a store");
+    // --from at host-local's data directory instead of the network's: refused, saying what it wants.
+    let out = Call::bare()
+        .fixed_boot()
+        .argv(&["import-host-local", "--from", d.to_str().unwrap(), "--conf", conf_file.to_str().unwrap()])
+        .run();
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("no host-local lease file and no `lock`"), "{out:?}");
+    // The document's command for a conflist with dataDir (a --network that agrees is accepted).
+    let out = import(&[]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(
+        out.text().contains(&format!(
+            "Adopted 3 lease(s) of 3 attachment(s) from {} into {}",
+            from.display(),
+            from.display()
+        )),
+        "{out:?}"
+    );
+    // The switch: type podcidr, dataDir kept.
+    let mut pc = hl_conf.clone();
+    pc["ipam"]["type"] = json!("podcidr");
+    let add = |id: &str| match Call::add(id, &pc).fixed_boot().reply() {
+        Reply::Ok(Some(v)) => only_ip(&v),
+        other => panic!("podcidr ADD {id}: {other:?}"),
+    };
+    for pod in ["p0", "p1"] {
+        live.add(add(pod), pod, "podcidr ADD");
+    }
+    Call::del("p0", &pc).fixed_boot().run().ok_silent();
+    live.remove("p0");
+    live.add(add("p2"), "p2", "podcidr ADD after a DEL");
+    // Five addresses, five live pods: the next ADD is told so, not given a host-local pod's.
+    let out = Call::add("p3", &pc).fixed_boot().run();
+    assert!(out.err_msg(100).contains("no IP addresses available"), "{out:?}");
+}
+
+/// Point 1: a conflist without dataDir: podcidr's store is the default, and a --data-dir that
+/// says otherwise is refused.
+#[test]
+fn import_with_conf_without_data_dir_refuses_another_data_dir() {
+    let sb = Sandbox::new();
+    let from = sb.root().join("networks").join("plain");
+    std::fs::create_dir_all(&from).unwrap();
+    std::fs::write(from.join("lock"), "").unwrap();
+    let conflist = json!({
+        "cniVersion": "1.0.0", "name": "plain",
+        "plugins": [{ "type": "bridge", "ipam": { "type": "host-local", "ranges": [[{ "subnet": "10.101.0.0/24" }]] } }]
+    });
+    let conf_file = sb.root().join("10-plain.conflist");
+    std::fs::write(&conf_file, conflist.to_string()).unwrap();
+    let dd = sb.data_dir();
+    let out = cli(&[
+        "import-host-local",
+        "--from",
+        from.to_str().unwrap(),
+        "--conf",
+        conf_file.to_str().unwrap(),
+        "--data-dir",
+        dd.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("/var/lib/cni/podcidr") && out.stderr.contains(dd.to_str().unwrap()), "{out:?}");
+    assert!(!dd.exists(), "a refused import wrote a store");
+}
+
+/// Point 2: on a node drained before the switch, a podcidr DEL does not end the link: a
+/// host-local ADD after it is still seen.
+#[test]
+fn the_link_ends_only_through_unlink_host_local() {
+    if !host_local_present() {
+        return;
+    }
+    let node = Node::new("10.102.0.0/29");
+    node.host_local("DEL", "nobody").unwrap();
+    assert_eq!(node.import().code(), Some(0));
+    let mut live = Live::default();
+    assert_eq!(node.podcidr_add("P").unwrap(), "10.102.0.2");
+    node.podcidr_del("P");
+    assert!(node.linked(), "a DEL ended the link");
+    live.add(node.host_local("ADD", "H").unwrap().unwrap(), "H", "host-local ADD");
+    for pod in ["R0", "R1", "R2", "R3"] {
+        live.add(node.podcidr_add(pod).unwrap(), pod, "podcidr ADD");
+    }
+    node.podcidr_del("R0");
+    live.remove("R0");
+    live.add(node.podcidr_add("R4").unwrap(), "R4", "podcidr ADD after a DEL");
+    assert_eq!(node.unlink().code(), Some(0));
+    assert!(!node.linked());
+}
+
+/// Point 3: while linked, leases released without a DEL (a reboot's reclaim in ADD, CNI GC,
+/// `podcidr gc --apply`, a requested address) take their host-local mirror with them.
+#[test]
+fn releases_without_a_del_remove_the_host_local_mirror() {
+    if !host_local_present() {
+        return;
+    }
+    let fill = |node: &Node| {
+        node.host_local("ADD", "h0").unwrap();
+        assert_eq!(node.import().code(), Some(0));
+        for pod in ["a3", "a4", "a5", "a6"] {
+            node.podcidr_add(pod).unwrap();
+        }
+        assert!(node.podcidr_add("full").is_err(), "the /29 is full");
+    };
+    // The reclaim in ADD after a reboot (boot-b; the import and the ADDs were in BOOT_ID); STATUS
+    // agrees with it.
+    let node = Node::new("10.103.0.0/29");
+    fill(&node);
+    node.podcidr_verb("STATUS", "boot-b", json!({})).ok_silent();
+    let ip = node.podcidr_add_in("b0", "boot-b").unwrap();
+    let dd = node.sb.data_dir();
+    let st = cli(&["status", "--data-dir", dd.to_str().unwrap(), "--network", "net1"]);
+    assert!(st.text().contains("IPv4: 1/5 allocated"), "{st:?}");
+    assert!(node.hl_leases().contains(&ip), "the new lease has its mirror");
+    assert_eq!(node.hl_leases().len(), 1, "stale mirrors left: {:?}", node.hl_leases());
+    // CNI GC with an empty list of valid attachments.
+    let node = Node::new("10.104.0.0/29");
+    fill(&node);
+    node.podcidr_verb("GC", "boot-b", json!({ "cni.dev/valid-attachments": [] })).ok_silent();
+    assert_eq!(node.hl_leases(), Vec::<String>::new());
+    node.podcidr_add_in("b0", "boot-b").unwrap();
+    // podcidr gc --apply.
+    let node = Node::new("10.105.0.0/29");
+    fill(&node);
+    let dd = node.sb.data_dir();
+    let out = Call::bare()
+        .env("PODCIDR_BOOT_ID", "boot-b")
+        .argv(&["gc", "--data-dir", dd.to_str().unwrap(), "--network", "net1", "--apply"])
+        .run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(node.hl_leases(), Vec::<String>::new());
+    node.podcidr_add_in("b0", "boot-b").unwrap();
+    // A requested address after a reboot.
+    let node = Node::new("10.106.0.0/29");
+    fill(&node);
+    let res = Call::add("b0", &node.podcidr_conf).env("PODCIDR_BOOT_ID", "boot-b").args("IP=10.106.0.4").run();
+    assert_eq!(only_ip(&res.ok_json()), "10.106.0.4");
+}
+
+/// Point 4: STATUS counts host-local's leases while linked: 50 exactly when an ADD fails.
+#[test]
+fn status_counts_the_link() {
+    if !host_local_present() {
+        return;
+    }
+    let node = Node::new("10.107.0.0/29");
+    node.host_local("DEL", "nobody").unwrap();
+    assert_eq!(node.import().code(), Some(0));
+    for i in 0..5 {
+        node.host_local("ADD", &format!("h{i}")).unwrap();
+    }
+    let said = node.podcidr_verb("STATUS", BOOT_ID, json!({}));
+    assert!(said.err_msg(50).contains("no IP addresses available"), "{said:?}");
+    assert!(node.podcidr_add("p").unwrap_err().contains("code: 100"));
+    // `podcidr status` says the same: host-local's leases are allocated, and listed.
+    let dd = node.sb.data_dir();
+    let st = cli(&["status", "--data-dir", dd.to_str().unwrap(), "--network", "net1"]);
+    assert!(
+        st.text().contains("IPv4: 5/5 allocated") && st.text().contains("10.107.0.6 (host-local's lease)"),
+        "{st:?}"
+    );
+    node.host_local("DEL", "h2").unwrap();
+    node.podcidr_verb("STATUS", BOOT_ID, json!({})).ok_silent();
+    node.podcidr_add("p").unwrap();
+}
+
+/// Point 6: after the link ends, DEL still removes podcidr's own file in host-local's directory.
+#[test]
+fn del_after_unlink_removes_podcidr_s_mirror() {
+    if !host_local_present() {
+        return;
+    }
+    let node = Node::new("10.108.0.0/29");
+    node.host_local("ADD", "h0").unwrap();
+    assert_eq!(node.import().code(), Some(0));
+    let ip = node.podcidr_add("p").unwrap();
+    assert!(node.hl_leases().contains(&ip));
+    assert_eq!(node.unlink().code(), Some(0));
+    node.podcidr_del("p");
+    assert_eq!(node.hl_leases(), ["10.108.0.2"], "podcidr's file is left in host-local's directory");
+    // A new pod after the unlink writes nothing there.
+    node.podcidr_add("q").unwrap();
+    assert_eq!(node.hl_leases(), ["10.108.0.2"]);
 }

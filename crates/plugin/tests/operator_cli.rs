@@ -44,8 +44,8 @@ fn gc_keep_list_and_netns_gone() {
     let netns = sb.root().join("netns-a");
     fs::write(&netns, "").unwrap();
     let a = Call::add("ctr-a", &conf).env("CNI_NETNS", netns.to_str().unwrap()).run().ok_json();
-    let b = Call::add("ctr-b", &conf).env("CNI_NETNS", "/nonexistent/netns-b").run().ok_json();
-    let c = Call::add("ctr-c", &conf).run().ok_json();
+    let b = Call::add("ctr-b", &conf).env("CNI_NETNS", sb.root().join("netns-b").to_str().unwrap()).run().ok_json();
+    let c = Call::add("ctr-c", &conf).env("CNI_NETNS", netns.to_str().unwrap()).run().ok_json();
     let dd = data_dir_arg(&sb);
 
     let gone = cli(&["gc", "--data-dir", &dd, "--netns-gone", "--json"]);
@@ -63,6 +63,52 @@ fn gc_keep_list_and_netns_gone() {
     let mut want = vec![only_ip(&a), only_ip(&c)];
     want.sort();
     assert_eq!(sb.lease_files("net1"), want);
+}
+
+/// Issue 17, point 8: `--netns-gone` where the netns paths are not visible (another mount or
+/// PID namespace) refuses instead of releasing every lease; "cannot tell" counts as alive; a
+/// network all of whose leases would go is refused unless --allow-all-netns-gone.
+#[test]
+fn gc_netns_gone_refuses_when_it_cannot_tell() {
+    let run = |netns: &[&str], extra: &[&str]| {
+        let sb = Sandbox::new();
+        let conf = sb.conf_v4("1.1.0", "10.32.0.0/24");
+        let dir = sb.root().join("netns");
+        fs::create_dir(&dir).unwrap();
+        fs::write(dir.join("alive"), "").unwrap();
+        let mut ips = Vec::new();
+        for (i, path) in netns.iter().enumerate() {
+            let path = path.replace("DIR", dir.to_str().unwrap());
+            ips.push(only_ip(&Call::add(&format!("c{i}"), &conf).env("CNI_NETNS", &path).run().ok_json()));
+        }
+        let dd = data_dir_arg(&sb);
+        let mut argv = vec!["gc", "--data-dir", dd.as_str(), "--netns-gone", "--apply"];
+        argv.extend_from_slice(extra);
+        let out = cli(&argv);
+        let left = sb.lease_files("net1");
+        (out, ips, left)
+    };
+    // The directory is there: the missing entry is gone, the present one alive.
+    let (out, ips, left) = run(&["DIR/alive", "DIR/gone"], &[]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(left, [ips[0].clone()]);
+    // The netns directory itself is missing here (a debug container): refused, nothing released.
+    let (out, ips, left) = run(&["DIR/alive", "/nonexistent-netns-dir/x"], &[]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("/nonexistent-netns-dir") && out.stderr.contains("Nothing was released"), "{out:?}");
+    assert_eq!(left.len(), ips.len());
+    // /proc/<pid>/ns/net depends on the PID namespace it is seen from: cannot tell, so alive.
+    let (out, ips, left) = run(&["DIR/alive", "/proc/2147483646/ns/net"], &[]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(left.len(), ips.len(), "{out:?}");
+    // Every lease of the network would go: refused unless said explicitly.
+    let (out, ips, left) = run(&["DIR/gone-1", "DIR/gone-2"], &[]);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert!(out.stderr.contains("--allow-all-netns-gone"), "{out:?}");
+    assert_eq!(left.len(), ips.len());
+    let (out, _, left) = run(&["DIR/gone-1", "DIR/gone-2"], &["--allow-all-netns-gone"]);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(left.is_empty());
 }
 
 /// A host-local store as host-local 1.x writes it, with one lease in the old id-only format.
@@ -122,8 +168,10 @@ fn import_host_local_keeps_running_pods_addresses_and_their_del_works() {
     assert_eq!(sb.lease_files("net1"), vec!["10.40.0.4".to_string(), "fd00:40::3".to_string()]);
     hl = names_in(&from);
     assert_eq!(hl, ["10.40.0.4", "fd00:40::3", "last_reserved_ip.0", "lock"]);
-    // host-local's directory now holds only podcidr's reservations: the link has done its job.
-    assert!(!sb.net_dir("net1").join("host-local-link").exists());
+    // The link stays until unlink-host-local (issue 17, point 2): a DEL cannot know that no
+    // runtime will call host-local again.
+    let st = status_network(&status_json(&sb.data_dir()), "net1").clone();
+    assert_eq!(st["hostLocalLink"], json!(fs::canonicalize(&from).unwrap()));
 
     // Importing again adopts nothing twice.
     let again = cli(&["import-host-local", "--from", from.to_str().unwrap(), "--network", "net1", "--data-dir", &dd]);
@@ -348,10 +396,13 @@ fn status_and_gc_escape_control_characters_from_outside() {
     let sb = Sandbox::new();
     let conf = sb.conf_v4("1.1.0", "10.37.0.0/24");
     let evil = "K8S_POD_NAMESPACE=default;K8S_POD_NAME=x\u{1b}]0;pwned\u{7}\u{1b}[2J";
-    Call::add("evil", &conf).args(evil).env("CNI_NETNS", "/gone/\u{1b}[31mred").run().ok_json();
+    let netns = sb.root().join("\u{1b}[31mred");
+    Call::add("evil", &conf).args(evil).env("CNI_NETNS", netns.to_str().unwrap()).run().ok_json();
     fs::write(sb.net_dir("net1").join("leases").join("junk\u{1b}[5m"), "{").unwrap();
     let dd = data_dir_arg(&sb);
-    for args in [vec!["status", "--data-dir", &dd], vec!["gc", "--data-dir", &dd, "--netns-gone"]] {
+    for args in
+        [vec!["status", "--data-dir", &dd], vec!["gc", "--data-dir", &dd, "--netns-gone", "--allow-all-netns-gone"]]
+    {
         let out = cli(&args);
         assert_eq!(out.code(), Some(0), "{out:?}");
         assert!(!out.stdout.iter().any(|&b| b == 0x1b || b == 0x07), "{args:?} printed a control character: {out:?}");

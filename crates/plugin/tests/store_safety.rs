@@ -246,6 +246,37 @@ fn status_is_50_when_the_file_system_is_full_until_a_del_makes_room() {
     }
 }
 
+/// Issue 17, point 5: on a full file system a config change (which changes `pool.json`) does not
+/// fail the ADD that STATUS said could succeed: `pool.json` only feeds `podcidr status`.
+#[test]
+fn a_config_change_on_a_full_file_system_does_not_fail_add_on_pool_json() {
+    if !root_only("mounting a tmpfs") {
+        return;
+    }
+    for opts in ["size=64k,nr_inodes=64", "size=1m,nr_inodes=13"] {
+        let fs = Tmpfs::mount(opts);
+        let data = fs.path().join("data");
+        let conf = common::conf(&data, "1.1.0", "full", json!({ "ranges": [[{ "subnet": "10.46.0.0/16" }]] }));
+        let mut granted = Vec::new();
+        loop {
+            let id = format!("c{}", granted.len());
+            if Call::add(&id, &conf).run().code() != Some(0) {
+                Call::del(&id, &conf).run().ok_silent();
+                break;
+            }
+            granted.push(id);
+            assert!(granted.len() < 1000, "{opts}: the file system never filled");
+        }
+        // A DEL leaves its record for the next ADD to reuse.
+        Call::del(&granted[0], &conf).run().ok_silent();
+        let mut changed = conf.clone();
+        changed["ipam"]["exclude"] = json!(["10.46.255.254"]);
+        status(&changed).run().ok_silent();
+        let res = Call::add("after-change", &changed).run().ok_json();
+        assert!(only_ip(&res).starts_with("10.46."), "{opts}: {res}");
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. A requested address left by an earlier boot
 // ---------------------------------------------------------------------------------------------
@@ -485,4 +516,38 @@ fn gc_lists_and_releases_leases_that_no_owner_index_names() {
     assert_eq!(sb.lease_files("net1").len(), 4, "{:?}", sb.lease_files("net1"));
     Call::verb("GC").fixed_boot().conf(&conf).run().ok_silent();
     assert_eq!(sb.lease_files("net1"), ["10.64.0.2", "fd00:64::2"]);
+}
+
+/// Issue 17, point 9: `podcidr gc` lists the leases of an attachment whose owner index is
+/// unreadable (overwritten in place, or replaced by a new file) and says what releases them;
+/// it does not release them without a keep list, as the pod may be alive.
+#[test]
+fn gc_lists_leases_whose_owner_index_is_unreadable() {
+    let sb = Sandbox::new();
+    let conf = dual_conf(&sb, "10.66.0.0/24", "fd00:66::/120");
+    Call::add("keep", &conf).fixed_boot().run().ok_json();
+    Call::add("A", &conf).fixed_boot().run().ok_json();
+    Call::add("B", &conf).fixed_boot().run().ok_json();
+    let owners = sb.net_dir("net1").join("owners");
+    // A's index overwritten in place (its IPv4 record with it); B's replaced by a new file.
+    std::fs::write(owners.join("A:eth0"), "garbage").unwrap();
+    std::fs::remove_file(owners.join("B:eth0")).unwrap();
+    std::fs::write(owners.join("B:eth0"), "{").unwrap();
+    let dd = sb.data_dir();
+    let dd = dd.to_str().unwrap();
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd]).run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    let text = out.text();
+    for (ips, who) in [("10.66.0.3, fd00:66::3", "A:eth0"), ("10.66.0.4, fd00:66::4", "B:eth0")] {
+        assert!(text.contains(&format!("kept {ips} ({who}): its owner index is unreadable")), "{text}");
+    }
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--json"]).run();
+    let doc: Value = serde_json::from_str(out.text()).unwrap();
+    assert_eq!(doc[0]["unreadableIndexes"].as_array().map(Vec::len), Some(2), "{doc}");
+    // Without a keep list nothing of theirs is released; a keep list without them releases them.
+    Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--apply"]).run();
+    assert_eq!(sb.lease_files("net1").len(), 6);
+    let out = Call::bare().fixed_boot().argv(&["gc", "--data-dir", dd, "--keep", "keep", "--apply"]).run();
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(sb.lease_files("net1"), ["10.66.0.2", "fd00:66::2"]);
 }

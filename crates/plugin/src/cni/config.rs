@@ -11,46 +11,107 @@ use serde_json::Value;
 use std::path::PathBuf;
 
 pub const DEFAULT_DATA_DIR: &str = "/var/lib/cni/podcidr";
+
+/// `Deserialize` for a struct of the config, reading its keys as Go's `encoding/json` does
+/// (host-local is Go): the exact key, else one equal but for ASCII case (`rangestart`,
+/// `DataDir`), the last one winning. The exact match is a `match` on the key as serde's derive
+/// makes, so a config written as documented is read at the same cost; only a key matching none
+/// exactly is compared again ignoring case. Absent keys keep the `Default`.
+macro_rules! go_keys {
+    ($ty:ident { $($key:literal => $field:ident),* $(,)? }) => {
+        impl<'de> Deserialize<'de> for $ty {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                const KEYS: &[&str] = &[$($key),*];
+                struct Key;
+                impl<'de> serde::de::DeserializeSeed<'de> for Key {
+                    type Value = Option<&'static str>;
+                    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+                        d.deserialize_identifier(self)
+                    }
+                }
+                impl<'de> serde::de::Visitor<'de> for Key {
+                    type Value = Option<&'static str>;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str("a key")
+                    }
+                    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                        Ok(match v {
+                            $($key => Some($key),)*
+                            _ => KEYS.iter().copied().find(|k| k.eq_ignore_ascii_case(v)),
+                        })
+                    }
+                }
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = $ty;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str(concat!("struct ", stringify!($ty)))
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<$ty, A::Error> {
+                        let mut out = <$ty>::default();
+                        while let Some(key) = map.next_key_seed(Key)? {
+                            match key {
+                                $(Some($key) => out.$field = map.next_value()?,)*
+                                _ => {
+                                    map.next_value::<serde::de::IgnoredAny>()?;
+                                }
+                            }
+                        }
+                        Ok(out)
+                    }
+                }
+                d.deserialize_struct(stringify!($ty), KEYS, Fields)
+            }
+        }
+    };
+}
 /// Longest network name: it names a directory.
 pub const MAX_NETWORK_NAME: usize = 200;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct NetConf {
-    #[serde(default)]
     pub cni_version: String,
-    #[serde(default)]
     pub name: String,
     pub ipam: Option<IpamConf>,
-    #[serde(default)]
     pub runtime_config: RuntimeConfig,
-    #[serde(default)]
     pub args: Option<ConfArgs>,
     pub prev_result: Option<Value>,
-    #[serde(rename = "cni.dev/valid-attachments")]
     pub valid_attachments: Option<Vec<GcAttachment>>,
-    /// The spelling used by early 1.1 drafts and some runtimes.
-    #[serde(rename = "cni.dev/attachments")]
+    /// `cni.dev/attachments`: the spelling used by early 1.1 drafts and some runtimes.
     pub attachments_old: Option<Vec<GcAttachment>>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+go_keys!(NetConf {
+    "cniVersion" => cni_version,
+    "name" => name,
+    "ipam" => ipam,
+    "runtimeConfig" => runtime_config,
+    "args" => args,
+    "prevResult" => prev_result,
+    "cni.dev/valid-attachments" => valid_attachments,
+    "cni.dev/attachments" => attachments_old,
+});
+
+#[derive(Debug, Clone, Default)]
 pub struct RuntimeConfig {
-    #[serde(default)]
     pub ips: Vec<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+go_keys!(RuntimeConfig { "ips" => ips });
+
+#[derive(Debug, Clone, Default)]
 pub struct ConfArgs {
-    #[serde(default)]
     pub cni: Option<ConfCniArgs>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+go_keys!(ConfArgs { "cni" => cni });
+
+#[derive(Debug, Clone, Default)]
 pub struct ConfCniArgs {
-    #[serde(default)]
     pub ips: Vec<String>,
 }
+
+go_keys!(ConfCniArgs { "ips" => ips });
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq, Hash)]
 #[serde(rename_all = "camelCase")]
@@ -61,25 +122,19 @@ pub struct GcAttachment {
 }
 
 /// host-local's keys, plus podcidr's own. Unknown keys are ignored, as host-local does.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct IpamConf {
-    #[serde(default, rename = "type")]
     pub plugin_type: String,
     pub mode: Option<String>,
-    #[serde(default)]
     pub ranges: Vec<Vec<RangeConf>>,
-    /// The legacy single range, as host-local still accepts it. Not `#[serde(flatten)]`ed
-    /// from a struct: flattening hides the key's path from error messages.
+    /// The legacy single range, as host-local still accepts it.
     pub subnet: Option<String>,
     pub range_start: Option<String>,
     pub range_end: Option<String>,
     pub gateway: Option<String>,
-    #[serde(default)]
     pub routes: Vec<Value>,
     pub resolv_conf: Option<PathBuf>,
     pub data_dir: Option<PathBuf>,
-    #[serde(default)]
     pub exclude: crate::ipam::exclude::Exclude,
     pub log_file: Option<PathBuf>,
     pub log_level: Option<String>,
@@ -87,37 +142,70 @@ pub struct IpamConf {
     pub kubeconfig: Option<PathBuf>,
     pub node_name: Option<String>,
     pub api_timeout_seconds: Option<f64>,
-    #[serde(rename = "cacheTTLSeconds")]
     pub cache_ttl_seconds: Option<f64>,
-    #[serde(default, rename = "requireIPv4PodCIDR")]
     pub require_ipv4_pod_cidr: bool,
-    #[serde(default, rename = "requireIPv6PodCIDR")]
     pub require_ipv6_pod_cidr: bool,
     pub crd: Option<CrdConf>,
     pub kubelet_config: Option<PathBuf>,
 }
 
+go_keys!(IpamConf {
+    "type" => plugin_type,
+    "mode" => mode,
+    "ranges" => ranges,
+    "subnet" => subnet,
+    "rangeStart" => range_start,
+    "rangeEnd" => range_end,
+    "gateway" => gateway,
+    "routes" => routes,
+    "resolvConf" => resolv_conf,
+    "dataDir" => data_dir,
+    "exclude" => exclude,
+    "logFile" => log_file,
+    "logLevel" => log_level,
+    "kubeconfig" => kubeconfig,
+    "nodeName" => node_name,
+    "apiTimeoutSeconds" => api_timeout_seconds,
+    "cacheTTLSeconds" => cache_ttl_seconds,
+    "requireIPv4PodCIDR" => require_ipv4_pod_cidr,
+    "requireIPv6PodCIDR" => require_ipv6_pod_cidr,
+    "crd" => crd,
+    "kubeletConfig" => kubelet_config,
+});
+
 /// Which custom resource the `crd` mode reads; the defaults are Cilium's CiliumNode.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[derive(Debug, Clone, Default)]
 pub struct CrdConf {
     pub api_version: Option<String>,
     pub plural: Option<String>,
-    /// Dot-separated path to the CIDRs inside the object.
-    #[serde(rename = "podCIDRsPath")]
+    /// `podCIDRsPath`: the dot-separated path to the CIDRs inside the object.
     pub pod_cidrs_path: Option<String>,
     /// Unset for a cluster-scoped resource.
     pub namespace: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
+go_keys!(CrdConf {
+    "apiVersion" => api_version,
+    "plural" => plural,
+    "podCIDRsPath" => pod_cidrs_path,
+    "namespace" => namespace,
+});
+
+/// A range; a missing `subnet` is read as empty, which the pool refuses naming the key.
+#[derive(Debug, Clone, Default)]
 pub struct RangeConf {
     pub subnet: String,
     pub range_start: Option<String>,
     pub range_end: Option<String>,
     pub gateway: Option<String>,
 }
+
+go_keys!(RangeConf {
+    "subnet" => subnet,
+    "rangeStart" => range_start,
+    "rangeEnd" => range_end,
+    "gateway" => gateway,
+});
 
 /// A parsed config with its spec version checked.
 #[derive(Debug, Clone)]
@@ -168,11 +256,55 @@ pub fn parse(stdin: &[u8]) -> CniResult<Request> {
     parse_with(stdin, false)
 }
 
-/// For DEL, which must release what an attachment holds whatever `cniVersion` says (a node
-/// whose conflist names a version we do not speak must still be able to tear pods down). An
-/// unknown version is read as the newest; DEL prints nothing on success either way.
+/// For DEL, which must release what an attachment holds whatever else the config says (a node
+/// must always be able to tear pods down): an unknown `cniVersion` is read as the newest (DEL
+/// prints nothing on success either way), and a config that fails the full reading for a key
+/// DEL does not use is read again for `name` and `dataDir` alone. Only what keeps DEL from
+/// finding the store is an error.
 pub fn parse_any_version(stdin: &[u8]) -> CniResult<Request> {
-    parse_with(stdin, true)
+    match parse_with(stdin, true) {
+        Err(e) if e.code == code::INVALID_CONFIG => parse_for_del(stdin),
+        other => other,
+    }
+}
+
+/// The keys DEL reads, nothing else.
+fn parse_for_del(stdin: &[u8]) -> CniResult<Request> {
+    #[derive(Default)]
+    struct DelConf {
+        cni_version: String,
+        name: String,
+        ipam: Option<DelIpam>,
+    }
+    go_keys!(DelConf { "cniVersion" => cni_version, "name" => name, "ipam" => ipam });
+    #[derive(Default)]
+    struct DelIpam {
+        data_dir: Option<PathBuf>,
+        log_file: Option<Value>,
+    }
+    go_keys!(DelIpam { "dataDir" => data_dir, "logFile" => log_file });
+    let mut de = serde_json::Deserializer::from_slice(stdin);
+    let conf: DelConf = match serde_path_to_error::deserialize(&mut de) {
+        Ok(c) => c,
+        Err(e) if e.inner().is_data() => {
+            let path = e.path().to_string();
+            return Err(CniError::config(&path, e.into_inner()));
+        }
+        Err(e) => return Err(decoding(e.inner())),
+    };
+    validate_network_name(&conf.name)?;
+    let Some(del) = conf.ipam else {
+        return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
+    };
+    let ipam = IpamConf {
+        data_dir: del.data_dir,
+        log_file: del.log_file.as_ref().and_then(Value::as_str).map(PathBuf::from),
+        ..IpamConf::default()
+    };
+    check_data_dir(&ipam)?;
+    let version = SpecVersion::parse(&conf.cni_version).unwrap_or(SpecVersion::V110);
+    let conf = NetConf { cni_version: conf.cni_version, name: conf.name, ..NetConf::default() };
+    Ok(Request { version, conf, ipam })
 }
 
 fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
@@ -202,6 +334,14 @@ fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
     let Some(ipam) = conf.ipam.take() else {
         return Err(CniError::config("ipam", "is missing; podcidr is an IPAM plugin and reads its settings there"));
     };
+    check_data_dir(&ipam)?;
+    if let Some(level) = &ipam.log_level {
+        crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
+    }
+    Ok(Request { version, conf, ipam })
+}
+
+fn check_data_dir(ipam: &IpamConf) -> CniResult<()> {
     if let Some(dir) = &ipam.data_dir
         && !dir.as_os_str().is_empty()
         && !dir.is_absolute()
@@ -216,10 +356,7 @@ fn parse_with(stdin: &[u8], any_version: bool) -> CniResult<Request> {
             ),
         ));
     }
-    if let Some(level) = &ipam.log_level {
-        crate::log::parse_level(level).map_err(|e| CniError::config("ipam.logLevel", e))?;
-    }
-    Ok(Request { version, conf, ipam })
+    Ok(())
 }
 
 fn decoding(e: &serde_json::Error) -> CniError {

@@ -6,6 +6,7 @@
 //! a walk moves a cursor along the intervals.
 
 use crate::cni::error::{CniError, CniResult};
+use crate::ipam::pool::{strict_ip, strict_net};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use serde::Deserialize;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -17,16 +18,18 @@ use std::sync::Arc;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exclude {
     excluded: Arc<Excluded>,
-    /// The index of the first bad entry and what is wrong with it.
-    first_bad: Option<(usize, String)>,
+    /// The index of the first bad entry (none when the list as a whole cannot be read) and what
+    /// is wrong with it.
+    first_bad: Option<(Option<usize>, String)>,
 }
 
 impl Exclude {
     /// The intervals, or code 7 naming the first entry that is neither an address nor a CIDR,
-    /// or a CIDR with host bits set.
+    /// or a CIDR with host bits set, or that cannot be read at all.
     pub fn excluded(&self) -> CniResult<Arc<Excluded>> {
         match &self.first_bad {
-            Some((i, problem)) => Err(CniError::config(&format!("ipam.exclude[{i}]"), problem)),
+            Some((Some(i), problem)) => Err(CniError::config(&format!("ipam.exclude[{i}]"), problem)),
+            Some((None, problem)) => Err(CniError::config("ipam.exclude", problem)),
             None => Ok(self.excluded.clone()),
         }
     }
@@ -66,7 +69,7 @@ struct Builder {
     v4: Vec<(u32, u32)>,
     v4_unsorted: bool,
     v6: Vec<(u128, u128)>,
-    first_bad: Option<(usize, String)>,
+    first_bad: Option<(Option<usize>, String)>,
     len: usize,
 }
 
@@ -88,7 +91,7 @@ impl Builder {
             Ok(IpNet::V4(n)) => return self.push_v4(n.network().into(), n.broadcast().into()),
             Ok(IpNet::V6(n)) => self.v6.push((n.network().into(), n.broadcast().into())),
             Err(problem) => {
-                self.first_bad.get_or_insert((self.len, problem));
+                self.first_bad.get_or_insert((Some(self.len), problem));
             }
         }
         self.len += 1;
@@ -150,16 +153,35 @@ fn from_plain_list(text: &str) -> Option<Exclude> {
     }
 }
 
-/// Any JSON list: entries with escapes decoded, entries that are not strings kept as bad.
+/// Any JSON list: entries with escapes decoded, entries that are not strings kept as bad, and
+/// so is an entry that cannot be read (a lone surrogate escape, a number beyond f64, nesting
+/// too deep): never a list quietly taken as empty.
 fn from_any_list(text: &str) -> Exclude {
     let mut out = Builder::default();
-    for v in serde_json::from_str::<Vec<serde_json::Value>>(text).unwrap_or_default() {
-        out.push(match &v {
-            serde_json::Value::String(s) => parse_entry(s.as_bytes()),
-            other => Err(format!("{other} is not a string")),
+    let entries = match serde_json::from_str::<Vec<&serde_json::value::RawValue>>(text) {
+        Ok(entries) => entries,
+        Err(e) => {
+            out.first_bad = Some((None, format!("the list cannot be read: {e}")));
+            return out.finish();
+        }
+    };
+    for raw in entries {
+        let text = raw.get();
+        out.push(match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::String(s)) => parse_entry(s.as_bytes()),
+            Ok(other) => Err(format!("{other} is not a string")),
+            Err(e) => Err(format!("{} cannot be read: {e}", shortened(text))),
         });
     }
     out.finish()
+}
+
+/// At most 40 characters of `text`, for an error message.
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(40) {
+        Some((end, _)) => format!("{}…", &text[..end]),
+        None => text.to_string(),
+    }
 }
 
 /// An entry: an address, or a CIDR whose host bits are zero (a typo such as `10.63.0.250/24`
@@ -173,11 +195,13 @@ fn parse_entry(raw: &[u8]) -> Result<IpNet, String> {
     let Ok(s) = std::str::from_utf8(raw) else {
         return Err(format!("{:?} is not UTF-8", String::from_utf8_lossy(raw)));
     };
+    // No leading zeros, as every address of the config (`pool::strict_ip`); surrounding spaces
+    // are the one leniency, kept because `exclude` (podcidr's own key) has always allowed them.
     let s = s.trim();
-    if let Ok(ip) = s.parse::<IpAddr>() {
-        return Ok(IpNet::from(ip));
+    if let Some(ip) = strict_ip(s) {
+        return Ok(unmapped(IpNet::from(ip)).unwrap_or_else(|| IpNet::from(ip)));
     }
-    let net = s.parse::<IpNet>().map_err(|_| format!("{s:?} is neither an address nor a CIDR"))?;
+    let net = strict_net(s).ok_or_else(|| format!("{s:?} is neither an address nor a CIDR"))?;
     if net.addr() != net.network() {
         return Err(format!(
             "{net} has host bits set; write {} for the network or {}/{} for the one address",
@@ -186,7 +210,24 @@ fn parse_entry(raw: &[u8]) -> Result<IpNet, String> {
             net.max_prefix_len()
         ));
     }
-    Ok(net)
+    match net {
+        IpNet::V6(v6) if v6.addr().to_ipv4_mapped().is_some() => unmapped(net).ok_or_else(|| {
+            format!("{net} spans IPv4-mapped and other IPv6 addresses; write the IPv4 part as an IPv4 CIDR")
+        }),
+        _ => Ok(net),
+    }
+}
+
+/// An IPv4-mapped entry (`::ffff:10.0.0.2`, `::ffff:10.0.0.0/120`) as the IPv4 addresses it
+/// names, as Go reads such an address: otherwise it would exclude nothing from an IPv4 range.
+/// `None` for anything else, and for a CIDR wider than the mapped block.
+fn unmapped(net: IpNet) -> Option<IpNet> {
+    let IpNet::V6(v6) = net else {
+        return None;
+    };
+    let v4 = v6.addr().to_ipv4_mapped()?;
+    let prefix = v6.prefix_len().checked_sub(96)?;
+    Ipv4Net::new(v4, prefix).ok().map(IpNet::V4)
 }
 
 /// The IPv4 address at the start of `b` in the form `Ipv4Addr::from_str` takes (decimal octets,

@@ -2,6 +2,7 @@
 //! and the operator's `podcidr gc`.
 
 use crate::cni::error::{CniError, CniResult, code};
+use crate::store::host_local::Link;
 use crate::store::{self, LeaseState, OwnerState, Store};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashSet};
@@ -95,6 +96,9 @@ pub struct Stale {
     pub ifname: String,
     pub owner: String,
     pub reason: String,
+    /// Stale because its network namespace is gone (and for no other reason).
+    #[serde(skip)]
+    pub by_netns: bool,
 }
 
 /// Lists what `criteria` would release, without changing anything.
@@ -121,6 +125,7 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
                         ifname: String::new(),
                         owner: "unreadable record".into(),
                         reason: format!("damaged record ({why}) written before this boot"),
+                        by_netns: false,
                         file,
                     });
                 }
@@ -128,11 +133,16 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             }
             _ => continue,
         };
+        // The CNI spec: GC removes what is not listed, and nothing listed (an earlier-boot lease
+        // of a listed attachment is reclaimed by an ADD when its range needs it).
+        if criteria.valid.as_ref().is_some_and(|v| v.contains(&rec.container_id, &rec.ifname)) {
+            continue;
+        }
         let reason = if criteria.earlier_boot && !boot.is_empty() && !rec.boot_id.is_empty() && rec.boot_id != boot {
             format!("leased in an earlier boot ({})", rec.boot_id)
         } else if criteria.valid.as_ref().is_some_and(|v| !v.contains(&rec.container_id, &rec.ifname)) {
             "attachment is not in the list of valid attachments".to_string()
-        } else if criteria.netns_gone && !rec.netns.is_empty() && !Path::new(&rec.netns).exists() {
+        } else if criteria.netns_gone && !rec.netns.is_empty() && netns_gone(&rec.netns)? {
             format!("network namespace {} is gone", rec.netns)
         } else if unindexed.contains(&file) {
             "no owner index names it (lost with a damaged index), so no DEL can release it".to_string()
@@ -140,6 +150,7 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             continue;
         };
         out.push(Stale {
+            by_netns: reason.starts_with("network namespace"),
             file,
             ip: rec.ip,
             owner: rec.owner_label(),
@@ -148,18 +159,81 @@ pub fn plan(store: &Store, criteria: &Criteria) -> CniResult<Vec<Stale>> {
             reason,
         });
     }
+    // An attachment left out of the list whose index is unreadable: its record that shares the
+    // index's inode is unreadable too, so only the index tells whose it is.
+    if let Some(valid) = &criteria.valid {
+        for d in store.damaged_indexes()? {
+            if valid.contains(&d.container_id, &d.ifname) {
+                continue;
+            }
+            for file in d.leases {
+                let Ok(ip) = file.parse::<IpAddr>() else {
+                    continue;
+                };
+                if !out.iter().any(|s| s.file == file) {
+                    out.push(Stale {
+                        file,
+                        ip,
+                        container_id: d.container_id.clone(),
+                        ifname: d.ifname.clone(),
+                        owner: d.container_id.clone(),
+                        reason: format!(
+                            "attachment is not in the list of valid attachments (its owner index is unreadable: {})",
+                            d.why
+                        ),
+                        by_netns: false,
+                    });
+                }
+            }
+        }
+    }
     Ok(out)
 }
 
+/// Whether the network namespace at `path` is gone: only when the directory that holds it can be
+/// read here and has no such entry. A directory missing or unreadable here (a debug container,
+/// another mount namespace) is an error: every lease would look gone. A path under /proc names
+/// a process as one PID namespace sees it, and an entry that cannot be looked at (EACCES) says
+/// nothing either: "cannot tell" counts as alive.
+fn netns_gone(path: &str) -> CniResult<bool> {
+    let path = Path::new(path);
+    if path.starts_with("/proc") {
+        return Ok(false);
+    }
+    match std::fs::symlink_metadata(path) {
+        Ok(_) => return Ok(false),
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Ok(false),
+        Err(_) => {}
+    }
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    match std::fs::read_dir(dir) {
+        Ok(_) => Ok(true),
+        Err(e) => Err(CniError::new(
+            code::IO_FAILURE,
+            format!(
+                "the network namespace directory {} cannot be read here ({e}): run where the runtime's \
+                 namespaces are visible (not in another mount namespace or a debug container); otherwise every \
+                 lease would look gone. Nothing was released",
+                dir.display()
+            ),
+        )),
+    }
+}
+
 /// Releases `stale`, lease files first and then owner indexes that name nothing live (the
-/// same order a crash may leave things in). Goes on past errors and returns them all.
-pub fn apply(store: &Store, stale: &[Stale]) -> Vec<CniError> {
+/// same order a crash may leave things in), and the files in host-local's directory that
+/// `link` (the store's, opened under its lock) made for them. Goes on past errors and returns
+/// them all.
+pub fn apply(store: &Store, link: Option<&Link>, stale: &[Stale]) -> Vec<CniError> {
     let mut errors = Vec::new();
     let mut owners = BTreeSet::new();
     for s in stale {
         match store.remove_lease_file(&s.file) {
             Ok(()) => {
-                info!(ip = %s.ip, owner = %s.owner, reason = %s.reason, "released a stale lease")
+                info!(ip = %s.ip, owner = %s.owner, reason = %s.reason, "released a stale lease");
+                if let Some(link) = link {
+                    link.unreserve(&s.container_id, &s.ifname, &[s.ip]);
+                }
             }
             Err(e) => errors.push(e),
         }
@@ -200,13 +274,13 @@ pub fn drop_dangling_indexes(store: &Store, valid: &Valid) -> Vec<CniError> {
         .collect()
 }
 
-/// Releases every lease of an earlier boot; returns how many.
-pub fn reclaim_earlier_boots(store: &mut Store) -> CniResult<usize> {
+/// Releases every lease of an earlier boot (and `link`'s files for them); returns how many.
+pub fn reclaim_earlier_boots(store: &mut Store, link: Option<&Link>) -> CniResult<usize> {
     let stale = plan(store, &Criteria { earlier_boot: true, ..Criteria::default() })?;
     for s in &stale {
         warn!(ip = %s.ip, owner = %s.owner, "reclaiming a lease from an earlier boot");
     }
-    let errors = apply(store, &stale);
+    let errors = apply(store, link, &stale);
     store.forget_listing();
     match errors.into_iter().next() {
         Some(e) => Err(e),

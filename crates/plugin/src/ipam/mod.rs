@@ -26,20 +26,32 @@ fn ip_config(pool: &Pool, set: usize, ip: IpAddr) -> IpConfig {
 }
 
 fn routes(req: &Request) -> CniResult<Vec<Value>> {
-    for (i, r) in req.ipam.routes.iter().enumerate() {
+    let mut routes = req.ipam.routes.clone();
+    for (i, r) in routes.iter_mut().enumerate() {
+        // host-local (Go) reads `Dst` or `GW` as `dst` and `gw` and answers with those names.
+        if let Some(obj) = r.as_object_mut() {
+            for key in ["dst", "gw"] {
+                if !obj.contains_key(key)
+                    && let Some(other) = obj.keys().find(|k| k.eq_ignore_ascii_case(key)).cloned()
+                    && let Some(v) = obj.remove(&other)
+                {
+                    obj.insert(key.to_string(), v);
+                }
+            }
+        }
         let dst = r.get("dst").and_then(Value::as_str);
-        if dst.and_then(|d| d.parse::<IpNet>().ok()).is_none() {
+        if dst.and_then(pool::strict_net).is_none() {
             return Err(CniError::config(&format!("ipam.routes[{i}].dst"), "must be a CIDR such as 0.0.0.0/0"));
         }
         // As host-local: a gateway that is not an address (empty or null is none) is a config
         // error here, not a failure in the main plugin later.
         if let Some(gw) = r.get("gw").filter(|g| !g.is_null() && g.as_str() != Some(""))
-            && gw.as_str().and_then(|g| g.parse::<IpAddr>().ok()).is_none()
+            && gw.as_str().and_then(pool::strict_ip).is_none()
         {
             return Err(CniError::config(&format!("ipam.routes[{i}].gw"), format!("{gw} is not an IP address")));
         }
     }
-    Ok(req.ipam.routes.clone())
+    Ok(routes)
 }
 
 /// Requested addresses, matched to range sets as host-local does: each set takes the first
@@ -146,7 +158,11 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     let wanted = requested(req, args, &pool)?;
     let mut store = Store::open(&req.data_dir(), &req.conf.name, Access::Exclusive)?;
     let mode = modes::mode_name(req);
-    store.write_pool(&pool_json_head(&pool, mode), || pool_json(&pool, mode))?;
+    // pool.json only feeds `podcidr status`: a full disk must not fail the ADD for it (STATUS
+    // could not foresee that), only the lease itself.
+    if let Err(e) = store.write_pool(&pool_json_head(&pool, mode), || pool_json(&pool, mode)) {
+        warn!("pool.json not updated (podcidr status may show the earlier ranges): {}", e.msg);
+    }
     // During a migration from host-local: its leases count as taken (docs/migrating-from-host-local.md).
     let link = Link::open(&store)?;
 
@@ -171,6 +187,9 @@ pub fn add(req: &Request, att: &Attachment, args: &CniArgs) -> CniResult<IpamRes
     if let Existing::Incomplete = existing {
         // Whatever a killed ADD of this attachment left behind is released before starting over.
         let leftover = store.release(&att.container_id, &att.ifname)?;
+        if let Some(link) = &link {
+            link.unreserve(&att.container_id, &att.ifname, &leftover);
+        }
         warn!(container = %att.container_id, ifname = %att.ifname, ?leftover, "released an incomplete earlier ADD");
     }
 
@@ -257,7 +276,7 @@ fn take_requested(store: &mut Store, link: Option<&Link>, pool: &Pool, set: usiz
             return Err(unavailable(format!("is already leased to {}", holder(store, ip))));
         };
         warn!(%ip, owner = %stale.owner, reason = %stale.reason, "reclaiming a requested address");
-        if let Some(e) = gc::apply(store, std::slice::from_ref(&stale)).into_iter().next() {
+        if let Some(e) = gc::apply(store, link, std::slice::from_ref(&stale)).into_iter().next() {
             return Err(e);
         }
         store.forget_listing();
@@ -280,6 +299,7 @@ fn reclaimable(store: &Store, ip: IpAddr) -> CniResult<Option<gc::Stale>> {
         ifname,
         owner,
         reason,
+        by_netns: false,
     };
     Ok(match store.lease(ip)? {
         LeaseState::Held(rec) if store::of_earlier_boot(&rec) => {
@@ -305,7 +325,7 @@ fn find_free(store: &mut Store, link: Option<&Link>, pool: &Pool, set: usize) ->
                 return Ok(Some(ip));
             }
         }
-        if attempt == 0 && gc::reclaim_earlier_boots(store)? == 0 {
+        if attempt == 0 && gc::reclaim_earlier_boots(store, link)? == 0 {
             break;
         }
     }
@@ -373,7 +393,8 @@ pub fn gc(req: &Request) -> CniResult<()> {
     });
     let criteria = gc::Criteria { earlier_boot: true, netns_gone: false, valid: valid.clone() };
     let stale = gc::plan(&store, &criteria)?;
-    let mut errors = gc::apply(&store, &stale);
+    let link = Link::open(&store)?;
+    let mut errors = gc::apply(&store, link.as_ref(), &stale);
     if let Some(valid) = &valid {
         errors.extend(gc::drop_dangling_indexes(&store, valid));
     }
@@ -397,6 +418,9 @@ pub fn status(req: &Request) -> CniResult<()> {
         None => store::room_to_create(&req.data_dir(), records),
     };
     room.map_err(|why| not_available(format!("an ADD could not write its lease now: {why}")))?;
+    // As an ADD counts them: host-local's leases while linked.
+    let link = store.as_ref().and_then(|_| Link::peek(&dir));
+    let link_takes = |ip| link.as_ref().map(|l| l.is_taken(ip)).transpose().map(|t| t.unwrap_or(false));
     // Leases an ADD would reclaim when a set is full, found once, only if a set is full.
     let mut reclaimable: Option<Vec<gc::Stale>> = None;
     for set in 0..pool.range_sets.len() {
@@ -412,7 +436,7 @@ pub fn status(req: &Request) -> CniResult<()> {
         };
         let mut free = false;
         for ip in pool.walk(set, store.last_reserved(set)) {
-            if !store.is_taken(ip)? {
+            if !store.is_taken(ip)? && !link_takes(ip)? {
                 free = true;
                 break;
             }
@@ -422,7 +446,14 @@ pub fn status(req: &Request) -> CniResult<()> {
                 let criteria = gc::Criteria { earlier_boot: true, ..gc::Criteria::default() };
                 reclaimable = Some(gc::plan(store, &criteria)?);
             }
-            free = reclaimable.iter().flatten().any(|s| pool.check_usable(set, s.ip).is_ok());
+            // A reclaimed lease takes its own file in host-local's directory, not another's.
+            for s in reclaimable.iter().flatten() {
+                let other = link.as_ref().map(|l| l.taken_by_other(s.ip, &s.container_id, &s.ifname)).transpose()?;
+                if pool.check_usable(set, s.ip).is_ok() && other != Some(true) {
+                    free = true;
+                    break;
+                }
+            }
         }
         if !free {
             return Err(not_available(format!(

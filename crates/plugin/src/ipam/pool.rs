@@ -64,13 +64,28 @@ pub fn from_u128(like: IpAddr, v: u128) -> IpAddr {
 }
 
 fn parse_ip(field: &str, s: &str) -> CniResult<IpAddr> {
-    s.trim().parse().map_err(|_| CniError::config(field, format!("{s:?} is not an IP address")))
+    strict_ip(s).ok_or_else(|| CniError::config(field, format!("{s:?} is not an IP address")))
+}
+
+/// An address as Go's `net.ParseIP` (host-local's parser) reads it: no surrounding spaces, no
+/// leading zeros in an IPv4 octet. std's parser is that strict; `IpNet`'s is not, so CIDRs go
+/// through [`strict_net`].
+pub fn strict_ip(s: &str) -> Option<IpAddr> {
+    s.parse().ok()
+}
+
+/// A CIDR as Go's `net.ParseCIDR` reads it: a [`strict_ip`], `/`, and decimal digits.
+pub fn strict_net(s: &str) -> Option<IpNet> {
+    let (addr, prefix) = s.split_once('/')?;
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    IpNet::new(strict_ip(addr)?, prefix.parse().ok()?).ok()
 }
 
 /// An address as runtimes send it: `10.0.0.5` or `10.0.0.5/24` (the prefix is ignored).
 pub fn parse_requested_ip(s: &str) -> Option<IpAddr> {
-    let s = s.trim();
-    s.parse().ok().or_else(|| s.parse::<IpNet>().ok().map(|n| n.addr()))
+    strict_ip(s).or_else(|| strict_net(s).map(|n| n.addr()))
 }
 
 impl Range {
@@ -84,10 +99,9 @@ impl Range {
         gw: Option<&str>,
     ) -> CniResult<Range> {
         let subnet_field = format!("{field}.subnet");
-        let net: IpNet = subnet
-            .trim()
-            .parse()
-            .map_err(|_| CniError::config(&subnet_field, format!("{subnet:?} is not a CIDR such as 10.244.1.0/24")))?;
+        let net = strict_net(subnet).ok_or_else(|| {
+            CniError::config(&subnet_field, format!("{subnet:?} is not a CIDR such as 10.244.1.0/24"))
+        })?;
         if net.addr() != net.network() {
             return Err(CniError::config(
                 &subnet_field,
@@ -107,7 +121,9 @@ impl Range {
             let f = format!("{field}.{name}");
             let ip = parse_ip(&f, s)?;
             if !net.contains(&ip) {
-                return Err(CniError::config(&f, format!("{ip} is not in subnet {net}")));
+                // A deliberate difference from host-local, which accepts such a gateway (README).
+                let why = if name == "gateway" { "; a pod could not reach it on-link" } else { "" };
+                return Err(CniError::config(&f, format!("{ip} is not in subnet {net}{why}")));
             }
             Ok(ip)
         };

@@ -11,8 +11,11 @@
 //! a host-local lease file of its owner before the lease itself, which a DEL removes. host-local
 //! creates its lease files with O_EXCL under its lock, so from the import on neither plugin can
 //! hand out an address the other holds, whatever order the runtime calls them in. The link
-//! ends with `podcidr unlink-host-local`, or at a DEL (which only a runtime already switched to
-//! podcidr sends) that leaves host-local's directory with no lease of its own.
+//! ends only with `podcidr unlink-host-local` (nothing else can know that no runtime will call
+//! host-local again). Every release of podcidr's, with or without a DEL, removes the lease file
+//! it wrote there; so does a DEL after the link ended, which is why ending it keeps the path
+//! (`<path>\nended\n`): podcidr's files there would otherwise outlive their pods, and a later
+//! import or a switch back to host-local would hold their addresses for ever.
 
 use super::{LeaseRecord, LeaseState, OwnerIndex, OwnerState, Store, boot_id};
 use crate::cni::env::{validate_container_id, validate_ifname};
@@ -27,8 +30,10 @@ use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use tracing::{info, warn};
 
-/// In a network's store: the path of the host-local directory it is linked to.
+/// In a network's store: the path of the host-local directory it is linked to, followed by a
+/// line `ended` once unlinked.
 pub const LINK_FILE: &str = "host-local-link";
+const ENDED: &str = "ended";
 /// What a podcidr store holds besides `lock`, should `dataDir` make it host-local's directory.
 const PODCIDR_NAMES: [&str; 6] =
     [super::LEASES, super::OWNERS, "spare", super::POOL_FILE, super::SOURCE_FILE, LINK_FILE];
@@ -62,8 +67,9 @@ pub fn parse_lease(content: &str, default_ifname: &str) -> Option<(String, Strin
 pub fn import(from: &Path, store: &mut Store, pool: Option<&Pool>, default_ifname: &str) -> CniResult<ImportReport> {
     let from = fs::canonicalize(from).map_err(|e| CniError::io(format!("cannot read {}", from.display()), &e))?;
     let from = from.as_path();
+    check_source(from)?;
     let _lock = lock_unless_shared(store, from)?;
-    let relinked = linked_dir(store.dir()).as_deref() == Some(from);
+    let relinked = link_file(store.dir()).map(|(dir, _)| dir).as_deref() == Some(from);
     // The link first: from here on ADDs respect host-local's leases, even if the import fails.
     let mut link = from.as_os_str().as_encoded_bytes().to_vec();
     link.push(b'\n');
@@ -224,12 +230,43 @@ fn names_owner(path: &Path, cid: &str, ifname: &str) -> bool {
     parse_lease(&text, ifname).is_some_and(|(id, ifn)| id == cid && ifn == ifname)
 }
 
-/// The host-local directory the store in `network_dir` is linked to. Without a link this is
-/// one failed open(2), all an ADD or DEL pays for the link.
-pub fn linked_dir(network_dir: &Path) -> Option<PathBuf> {
+/// A host-local directory for one network holds host-local's `lock` or at least one lease file
+/// (a file named by an address); anything else (host-local's data directory itself, a typo) is
+/// refused before a link to it could hide nothing and protect nothing.
+pub fn check_source(dir: &Path) -> CniResult<()> {
+    let entries = fs::read_dir(dir).map_err(|e| CniError::io(format!("cannot read {}", dir.display()), &e))?;
+    let found = entries.filter_map(|e| e.ok()).any(|e| {
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        name == "lock" || name.parse::<IpAddr>().is_ok()
+    });
+    if found {
+        return Ok(());
+    }
+    Err(CniError::new(
+        code::INVALID_CONFIG,
+        format!(
+            "{} holds no host-local lease file and no `lock`: expected host-local's directory of the network \
+             (<dataDir>/<network>, e.g. /var/lib/cni/networks/<network>)",
+            dir.display()
+        ),
+    ))
+}
+
+/// The host-local directory named in `network_dir`'s link file, and whether the link is still
+/// in place. Without a link this is one failed open(2), all an ADD or DEL pays for the link.
+fn link_file(network_dir: &Path) -> Option<(PathBuf, bool)> {
     let bytes = super::read_unlocked(network_dir, LINK_FILE)?;
-    let text = std::str::from_utf8(&bytes).ok()?.trim_end_matches('\n');
-    Some(PathBuf::from(text)).filter(|p| p.is_absolute())
+    let text = std::str::from_utf8(&bytes).ok()?;
+    let mut lines = text.lines();
+    let dir = PathBuf::from(lines.next()?);
+    let active = lines.next() != Some(ENDED);
+    dir.is_absolute().then_some((dir, active))
+}
+
+/// The host-local directory the store in `network_dir` is linked to, while the link is in place.
+pub fn linked_dir(network_dir: &Path) -> Option<PathBuf> {
+    link_file(network_dir).filter(|(_, active)| *active).map(|(dir, _)| dir)
 }
 
 /// Takes host-local's lock of `dir` (creating both as host-local does), without following a
@@ -274,24 +311,37 @@ fn lock_unless_shared(store: &Store, dir: &Path) -> CniResult<Option<File>> {
     lock_dir(dir).map(Some)
 }
 
-/// A store linked to host-local's directory, with host-local's lock held.
+/// A store linked to host-local's directory (with host-local's lock held), or whose link has
+/// ended but whose files there may remain.
 pub struct Link {
     dir: PathBuf,
+    /// Still linked: host-local's leases count as taken and each new lease gets a file there.
+    active: bool,
     _lock: Option<File>,
 }
 
 impl Link {
-    /// Under the store's lock: the link and host-local's lock, or `None` when not linked.
+    /// Under the store's lock: the link and host-local's lock, or `None` when never linked.
+    /// An ended link takes no lock and creates nothing: host-local is no longer called (the
+    /// premise of the unlink), and only files naming podcidr's own owners are removed.
     pub fn open(store: &Store) -> CniResult<Option<Link>> {
-        let Some(dir) = linked_dir(store.dir()) else {
+        let Some((dir, active)) = link_file(store.dir()) else {
             return Ok(None);
         };
-        let lock = lock_unless_shared(store, &dir)?;
-        Ok(Some(Link { dir, _lock: lock }))
+        let lock = if active { lock_unless_shared(store, &dir)? } else { None };
+        Ok(Some(Link { dir, active, _lock: lock }))
     }
 
-    /// Whether host-local holds (or podcidr has reserved there) `ip`.
+    /// For STATUS, a read-only question: the link in place, without host-local's lock.
+    pub fn peek(network_dir: &Path) -> Option<Link> {
+        linked_dir(network_dir).map(|dir| Link { dir, active: true, _lock: None })
+    }
+
+    /// Whether host-local holds (or podcidr has reserved there) `ip`, while linked.
     pub fn is_taken(&self, ip: IpAddr) -> CniResult<bool> {
+        if !self.active {
+            return Ok(false);
+        }
         let path = self.dir.join(ip.to_string());
         match fs::symlink_metadata(&path) {
             Ok(_) => Ok(true),
@@ -303,6 +353,9 @@ impl Link {
     /// Writes a host-local lease file for each address of `owner`, as host-local would, so that
     /// host-local never hands them out. All or none.
     pub fn reserve(&self, owner: &OwnerIndex) -> CniResult<()> {
+        if !self.active {
+            return Ok(());
+        }
         let content = format!("{}\r\n{}", owner.container_id, owner.ifname);
         for (i, ip) in owner.ips.iter().enumerate() {
             let path = self.dir.join(ip.to_string());
@@ -331,7 +384,14 @@ impl Link {
         Ok(())
     }
 
-    /// Removes host-local lease files of `ips` that name `(cid, ifname)`.
+    /// Whether `ip` would still be taken once the lease of `(cid, ifname)` on it is released:
+    /// host-local's directory has a file for it that names someone else.
+    pub fn taken_by_other(&self, ip: IpAddr, cid: &str, ifname: &str) -> CniResult<bool> {
+        Ok(self.is_taken(ip)? && !names_owner(&self.dir.join(ip.to_string()), cid, ifname))
+    }
+
+    /// Removes host-local lease files of `ips` that name `(cid, ifname)`: every release of
+    /// podcidr's calls it, so that a released address is not held there for ever.
     pub fn unreserve(&self, cid: &str, ifname: &str, ips: &[IpAddr]) {
         for ip in ips {
             let path = self.dir.join(ip.to_string());
@@ -353,61 +413,45 @@ impl Link {
     }
 
     fn lease_files(&self) -> CniResult<Vec<(IpAddr, PathBuf)>> {
-        let entries =
-            fs::read_dir(&self.dir).map_err(|e| CniError::io(format!("cannot list {}", self.dir.display()), &e))?;
-        Ok(entries
-            .filter_map(|e| e.ok())
-            .filter_map(|e| Some((e.file_name().to_str()?.parse::<IpAddr>().ok()?, e.path())))
-            .collect())
-    }
-
-    /// Whether host-local's directory holds a lease of host-local's own: one that is not a
-    /// reservation an ADD of podcidr made (a lease of the same owner with a netns).
-    fn holds_own_leases(&self, store: &Store) -> CniResult<bool> {
-        for (ip, path) in self.lease_files()? {
-            let mirrored = match store.lease(ip)? {
-                LeaseState::Held(rec) => !rec.netns.is_empty() && names_owner(&path, &rec.container_id, &rec.ifname),
-                _ => false,
-            };
-            if !mirrored {
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        lease_files(&self.dir)
     }
 }
 
+/// host-local's lease files in `dir` (files named by an address), with their paths.
+pub fn lease_files(dir: &Path) -> CniResult<Vec<(IpAddr, PathBuf)>> {
+    let entries = fs::read_dir(dir).map_err(|e| CniError::io(format!("cannot list {}", dir.display()), &e))?;
+    Ok(entries
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse::<IpAddr>().ok()?, e.path())))
+        .collect())
+}
+
 /// DEL's part, after the store released `released` for `(cid, ifname)`: host-local's files of
-/// those addresses go too (or, when the store held nothing, whatever host-local leased to the
-/// attachment). A DEL comes only from a runtime switched to podcidr, so when host-local's
-/// directory then holds no lease of its own the link has done its job and is removed.
+/// those addresses go too, linked or not any more (or, while linked and when the store held
+/// nothing, whatever host-local leased to the attachment, as host-local's own DEL would).
 pub fn on_del(store: &Store, cid: &str, ifname: &str, released: &[IpAddr]) -> CniResult<()> {
     let Some(link) = Link::open(store)? else {
         return Ok(());
     };
-    if released.is_empty() {
+    if released.is_empty() && link.active {
         link.release_owner(cid, ifname)?;
     } else {
         link.unreserve(cid, ifname, released);
     }
-    if !link.holds_own_leases(store)? {
-        unlink(store)?;
-        info!(dir = %link.dir.display(), "host-local's directory holds no lease of its own: link removed");
-    }
     Ok(())
 }
 
-/// Removes the link (`podcidr unlink-host-local`, or [`on_del`]).
+/// Ends the link (`podcidr unlink-host-local`): host-local's leases no longer count and ADDs
+/// write nothing there; the path is kept so that DELs still remove podcidr's own files there.
 pub fn unlink(store: &Store) -> CniResult<()> {
-    let path = store.dir().join(LINK_FILE);
-    match fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => {
-            warn!(path = %path.display(), error = %e, "cannot remove the host-local link");
-            Err(CniError::io(format!("cannot remove {}", path.display()), &e))
-        }
-    }
+    let Some((dir, true)) = link_file(store.dir()) else {
+        return Ok(());
+    };
+    let mut ended = dir.into_os_string().into_encoded_bytes();
+    ended.extend_from_slice(format!("\n{ENDED}\n").as_bytes());
+    super::write_unlocked(store.dir(), LINK_FILE, &ended).inspect_err(|e| {
+        warn!(dir = %store.dir().display(), error = %e.msg, "cannot end the host-local link");
+    })
 }
 
 /// Reads one of host-local's small files (outside podcidr's store, so by path): never through a

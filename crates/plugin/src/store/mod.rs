@@ -71,6 +71,18 @@ pub enum LeaseState {
     Unreadable(String),
 }
 
+/// An attachment whose owner index cannot be read, and the lease files that are its.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DamagedIndex {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    pub ifname: String,
+    #[serde(rename = "error")]
+    pub why: String,
+    pub leases: Vec<String>,
+}
+
 /// What is at `owners/<containerID>:<ifname>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OwnerState {
@@ -713,6 +725,35 @@ impl Store {
         }
         self.remove(Sub::Owners, &owner_file_name(container_id, ifname))?;
         Ok(released)
+    }
+
+    /// Attachments whose owner index is unreadable, each with the lease files a DEL of it would
+    /// release ([`Store::release_unindexed`]'s rule) and why the index cannot be read. Their
+    /// leases are named by nothing readable, yet may be a live pod's: `podcidr gc` lists them.
+    pub fn damaged_indexes(&self) -> CniResult<Vec<DamagedIndex>> {
+        let mut out = Vec::new();
+        for name in self.owner_names()? {
+            let Some((cid, ifname)) = name.split_once(':') else {
+                continue;
+            };
+            let OwnerState::Unreadable(why) = self.owner(cid, ifname)? else {
+                continue;
+            };
+            let inode = |sub: Sub, name: &str| {
+                self.fd(sub).and_then(|d| at::stat(d, name)).ok().filter(|s| s.regular).map(|s| (s.dev, s.ino))
+            };
+            let twin = inode(Sub::Owners, &name);
+            let mut leases = Vec::new();
+            for lease in self.lease_names()? {
+                let same = twin.is_some() && inode(Sub::Leases, &lease) == twin;
+                if same || matches!(self.lease_at(&lease)?, LeaseState::Held(rec) if rec.owned_by(cid, ifname)) {
+                    leases.push(lease);
+                }
+            }
+            leases.sort_by_key(|name| name.parse::<IpAddr>().map(crate::ipam::pool::to_u128).unwrap_or(u128::MAX));
+            out.push(DamagedIndex { container_id: cid.to_string(), ifname: ifname.to_string(), why, leases });
+        }
+        Ok(out)
     }
 
     /// [`Store::release`] when the index is unreadable. It is the same inode as the
