@@ -481,6 +481,6 @@ fn a_gateway_outside_its_subnet_is_refused_as_the_readme_says() {
     let msg = Call::add("c", &conf).run().err_msg(7);
     assert!(msg.starts_with("ipam.ranges[0][0].gateway: 10.86.1.1 is not in subnet 10.86.0.0/24"), "{msg}");
     assert!(msg.contains("on-link"), "{msg}");
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
     assert!(readme.contains("| a `gateway` outside its range's `subnet` |"), "the README's table lost the row");
 }
