@@ -292,6 +292,10 @@ impl Agent {
             Which::Conflist => (&mut self.conflist, "conflist"),
             Which::Kubeconfig => (&mut self.kubeconfig, "kubeconfig"),
         };
+        // No conflist source read yet (or no token for a kubeconfig): nothing to install.
+        if g.wanted().is_empty() {
+            return;
+        }
         match g.put() {
             Ok(false) => tracing::info!("installed {}", g.dest.display()),
             Ok(true) => {

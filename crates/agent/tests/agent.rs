@@ -226,3 +226,18 @@ fn without_rbac_for_tokens_nothing_but_the_plugin_is_installed_and_it_says_why()
     assert_eq!(taint_keys(&api, NODE), [TAINT, "node.kubernetes.io/not-ready"]);
     assert!(wait_until(Duration::from_secs(10), || api.events().iter().any(|e| e["reason"] == "TokenRenewalFailed")));
 }
+
+#[test]
+fn without_a_conflist_source_no_conflist_is_written_and_the_taint_stays() {
+    let api = KubeApi::start("v1.36.2");
+    let host = Host::new();
+    let (args, _) = setup(&api, &host, NODE);
+    give_cidr(&api, NODE, "10.244.7.0/24");
+    std::fs::remove_file(host.etc().join("10-podcidr.conflist")).unwrap();
+    let agent = Agent::start(&args);
+    assert!(wait_until(Duration::from_secs(20), || host.kubeconfig().exists() && host.plugin().exists()));
+    assert!(wait_until(Duration::from_secs(10), || agent.log().contains("cannot read the conflist")));
+    assert!(!host.conflist().exists(), "an empty conflist would break every pod");
+    assert_eq!(taint_keys(&api, NODE), [TAINT, "node.kubernetes.io/not-ready"]);
+    assert_eq!(agent.get("/readyz").0, 503);
+}

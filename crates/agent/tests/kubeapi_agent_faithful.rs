@@ -85,3 +85,21 @@ fn json_patch_with_a_stale_resource_version_is_refused_as_recorded() {
     assert_eq!((s, got), (422, recorded("node-patch-json-stale-rv.json")));
     assert_eq!(api.node("node-t").unwrap()["spec"]["taints"].as_array().unwrap().len(), 2, "nothing changed");
 }
+
+#[test]
+fn json_patch_replacing_the_taints_with_none_leaves_none() {
+    let api = KubeApi::start("v1.36.2");
+    let node = api.create(
+        "/api/v1/nodes",
+        &json!({"apiVersion":"v1","kind":"Node","metadata":{"name":"n"},
+            "spec":{"taints":[{"key":"podcidr.io/agent-not-ready","effect":"NoSchedule"}]}}),
+    );
+    let rv = node["metadata"]["resourceVersion"].clone();
+    let ops = json!([{"op":"test","path":"/metadata/resourceVersion","value":rv},
+        {"op":"replace","path":"/spec/taints","value":[]}]);
+    let (s, b) =
+        api.http("PATCH", "/api/v1/nodes/n", "application/json-patch+json", &serde_json::to_vec(&ops).unwrap());
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let n = api.node("n").unwrap();
+    assert!(n["spec"]["taints"].as_array().is_none_or(|t| t.is_empty()), "{n}");
+}

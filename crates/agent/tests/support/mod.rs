@@ -82,15 +82,20 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent and waits for its listening line.
     pub fn start(args: &[String]) -> Agent {
-        let mut child = Command::new(AGENT)
-            .args(args)
-            .env_clear()
-            .env("RUST_LOG", "info")
+        let mut cmd = Command::new(AGENT);
+        cmd.args(args).env_clear();
+        Agent::spawn(cmd)
+    }
+
+    /// Starts `cmd` (the agent, or a container runtime running it) and waits for the agent's
+    /// listening line on its stderr.
+    pub fn spawn(mut cmd: Command) -> Agent {
+        let mut child = cmd
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .expect("spawn podcidr-agent");
+            .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
         let log = Arc::new(Mutex::new(String::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let stderr = child.stderr.take().unwrap();
