@@ -1344,17 +1344,13 @@ impl Store {
             "application/json-patch+json" => {
                 let mut doc = old.clone();
                 for op in patch.as_array().cloned().unwrap_or_default() {
-                    if json_patch_op(&mut doc, &op).is_err() {
-                        // node-patch-json-stale-rv.json: a failed op (a `test` included) says no more.
-                        return Resp::new(
-                            422,
-                            status_body(
-                                422,
-                                "Invalid",
-                                "the server rejected our request due to an error in our request",
-                                Some(json!({})),
-                            ),
-                        );
+                    if let Err(e) = json_patch_op(&mut doc, &op) {
+                        // node-patch-json-stale-rv.json: a failed `test` says no more than this.
+                        if op["op"] == "test" {
+                            let msg = "the server rejected our request due to an error in our request";
+                            return Resp::new(422, status_body(422, "Invalid", msg, Some(json!({}))));
+                        }
+                        return Resp::new(422, status_body(422, "Invalid", &e, None));
                     }
                 }
                 doc
