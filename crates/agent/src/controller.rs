@@ -42,6 +42,13 @@ pub enum Action {
     ReportTokenStale,
 }
 
+impl Action {
+    /// Whether the action needs the API server (and so may wait on it).
+    pub fn calls_the_api(self) -> bool {
+        matches!(self, Action::RequestToken | Action::RemoveTaint | Action::ReportTokenStale)
+    }
+}
+
 /// The token in use.
 #[derive(Debug, Clone)]
 pub struct Held {

@@ -30,6 +30,9 @@ use crate::metrics::Metrics;
 /// Event reasons on the Node.
 pub const TOKEN_RENEWAL_FAILED: &str = "TokenRenewalFailed";
 pub const STARTUP_TAINT_REMOVED: &str = "StartupTaintRemoved";
+/// What one pass may spend on API calls: a check every 5 s plus this stays under the 10 s in
+/// which a deleted file is put back, even when the API server does not answer at all.
+const API_BUDGET: Duration = Duration::from_secs(4);
 /// Tries of the taint's JSON patch when the Node changed between read and write.
 const TAINT_TRIES: usize = 5;
 
@@ -242,10 +245,30 @@ impl Agent {
     /// One pass; returns when the next one is due at the latest.
     pub async fn pass(&mut self, view: &NodeView) -> Instant {
         self.metrics.set_pool(&view.pool);
-        let now = Instant::now();
         let obs = self.observe(view);
-        for action in controller::decide(now, &obs, &self.token) {
-            self.execute(action, view).await;
+        let actions = controller::decide(Instant::now(), &obs, &self.token);
+        // Files first: a hanging API server must not hold up a repair.
+        for action in actions.iter().filter(|a| !a.calls_the_api()) {
+            self.execute(*action, view).await;
+        }
+        let remote = async {
+            for action in actions.iter().filter(|a| a.calls_the_api()) {
+                self.execute(*action, view).await;
+            }
+        };
+        if tokio::time::timeout(API_BUDGET, remote).await.is_err() {
+            if self.token.due(Instant::now()) {
+                self.token_failed(format!("no answer from the API server within {API_BUDGET:?}"));
+            } else {
+                tracing::warn!("no answer from the API server within {API_BUDGET:?}; trying again on the next pass");
+            }
+        }
+        // A token got just now goes into the kubeconfig, and the conflist can follow, at once.
+        let obs = self.observe(view);
+        for action in controller::decide(Instant::now(), &obs, &self.token) {
+            if !action.calls_the_api() {
+                self.execute(action, view).await;
+            }
         }
         let obs = self.observe(view);
         let is_ready = controller::ready(&obs);

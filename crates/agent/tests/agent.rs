@@ -241,3 +241,38 @@ fn without_a_conflist_source_no_conflist_is_written_and_the_taint_stays() {
     assert_eq!(taint_keys(&api, NODE), [TAINT, "node.kubernetes.io/not-ready"]);
     assert_eq!(agent.get("/readyz").0, 503);
 }
+
+#[test]
+fn a_hanging_api_server_does_not_hold_up_a_repair() {
+    let api = KubeApi::start("v1.36.2");
+    let host = Host::new();
+    let (mut args, _) = setup(&api, &host, NODE);
+    give_cidr(&api, NODE, "10.244.7.0/24");
+    // An API server that accepts connections and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held = std::sync::Arc::new(std::sync::Mutex::new(vec![]));
+    let (addr, keep) = (silent.local_addr().unwrap(), held.clone());
+    std::thread::spawn(move || {
+        for s in silent.incoming().flatten() {
+            keep.lock().unwrap().push(s);
+        }
+    });
+    let i = args.iter().position(|a| a == "--kubeconfig").unwrap();
+    let kc = std::fs::read_to_string(&args[i + 1]).unwrap().replace(&api.url(), &format!("https://{addr}"));
+    let silent_kc = host.etc().join("kubeconfig-silent");
+    std::fs::write(&silent_kc, kc).unwrap();
+    args[i + 1] = silent_kc.to_str().unwrap().to_string();
+    // The default check interval (5 s).
+    let agent = Agent::start(&args);
+    assert!(wait_until(Duration::from_secs(10), || host.plugin().exists()), "{}", agent.log());
+    // Once it is waiting on the API server, delete the plugin.
+    assert!(wait_until(Duration::from_secs(20), || !held.lock().unwrap().is_empty()));
+    std::fs::remove_file(host.plugin()).unwrap();
+    assert!(
+        wait_until(Duration::from_secs(10), || host.plugin().exists()),
+        "not repaired within 10 s while the API hangs:\n{}",
+        agent.log()
+    );
+    assert!(agent.log().contains("no answer from the API server"), "{}", agent.log());
+    assert!(!host.conflist().exists(), "no conflist without a kubeconfig");
+}
