@@ -1,14 +1,18 @@
 #!/usr/bin/env bash
 # Installs what building and testing podcidr needs on a fresh Debian bookworm machine:
 # the musl target (static binary, ~0.2 ms exec instead of ~0.8 ms), the reference CNI plugins,
-# iproute2 and ping for the namespace tests, and cnitool. Idempotent; quiet when all is there.
+# iproute2 and ping for the namespace tests, and cnitool; podman, runc and conmon to build and
+# run the images (scripts/images.sh, scripts/image-test.sh), binutils' readelf to check their
+# binaries are static, and a kubectl for the kustomize package's test (the machine's own, else
+# Debian's kubernetes-client). Idempotent; quiet when all is there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 log() { printf 'install-deps: %s\n' "$*" >&2; }
 export DEBIAN_FRONTEND=noninteractive
 
-packages=(musl-tools containernetworking-plugins iproute2 iputils-ping)
+packages=(musl-tools containernetworking-plugins iproute2 iputils-ping podman runc conmon binutils)
+command -v kubectl >/dev/null || packages+=(kubernetes-client)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null | grep -qx installed || missing+=("$p")

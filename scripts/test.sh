@@ -9,9 +9,9 @@ cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 
 echo "==> cargo fmt --check"
-cargo fmt --check
+cargo fmt --all --check
 echo "==> cargo clippy"
-cargo clippy --all-targets --locked --quiet -- -D warnings
+cargo clippy --workspace --all-targets --locked --quiet -- -D warnings
 
 if [[ $(id -u) -eq 0 ]]; then
     export PODCIDR_E2E=1
@@ -19,7 +19,7 @@ else
     echo "test: not root; the network namespace tests will be skipped" >&2
 fi
 echo "==> cargo test"
-cargo test --locked
+cargo test --workspace --locked
 
 if [[ $(id -u) -ne 0 ]]; then
     echo "test: not root; skipping the benchmark smoke run and the container runtime end-to-end scripts" >&2
@@ -34,3 +34,6 @@ echo "==> scripts/e2e-podman.sh"
 PODCIDR_BIN=$bin bash scripts/e2e-podman.sh
 echo "==> scripts/e2e-containerd.sh"
 PODCIDR_BIN=$bin bash scripts/e2e-containerd.sh
+# Both images built offline, the agent's run under podman (docs/install.md's commands).
+echo "==> scripts/image-test.sh"
+bash scripts/image-test.sh

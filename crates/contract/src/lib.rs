@@ -1,7 +1,10 @@
 //! What the plugin, the operator and the agent agree on in the cluster, written once: where a
 //! node's pod CIDRs are read from and written to, and the annotation that names their pool.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::NodeSpec;
+use serde_json::Value;
 
 /// The Node annotation in which podcidr-operator records the PodCIDRPool a Node's CIDRs came
 /// from; the plugin reports it, and the operator restores draining pools from it.
@@ -28,6 +31,13 @@ impl CidrResource {
     pub fn pod_cidrs_pointer(&self) -> String {
         self.pod_cidrs_path.split('.').fold(String::new(), |p, k| p + "/" + k)
     }
+
+    /// The CIDRs an object of this resource holds (its whole JSON); entries that are not
+    /// strings are not CIDRs.
+    pub fn pod_cidrs(&self, object: &Value) -> Vec<String> {
+        let list = object.pointer(&self.pod_cidrs_pointer()).and_then(Value::as_array);
+        list.into_iter().flatten().filter_map(Value::as_str).map(String::from).collect()
+    }
 }
 
 /// Cilium's `CiliumNode` (cluster-pool IPAM): the crd mode's default, and the operator's
@@ -48,6 +58,11 @@ pub fn node_pod_cidrs(spec: Option<&NodeSpec>) -> Vec<String> {
         Some(list) if !list.is_empty() => list.iter().filter(|c| !c.is_empty()).cloned().collect(),
         _ => spec.pod_cidr.iter().filter(|c| !c.is_empty()).cloned().collect(),
     }
+}
+
+/// The pool a Node's CIDRs came from, from its annotations.
+pub fn node_pool(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
+    annotations.and_then(|a| a.get(POOL_ANNOTATION)).map(String::as_str)
 }
 
 #[cfg(test)]
@@ -76,5 +91,15 @@ mod tests {
     fn cilium_node_paths() {
         assert_eq!(CILIUM_NODE.api_version(), "cilium.io/v2");
         assert_eq!(CILIUM_NODE.pod_cidrs_pointer(), "/spec/ipam/podCIDRs");
+        let cn = serde_json::json!({"spec": {"ipam": {"podCIDRs": ["10.1.0.0/24", 7, "fd00::/64"]}}});
+        assert_eq!(CILIUM_NODE.pod_cidrs(&cn), ["10.1.0.0/24", "fd00::/64"]);
+        assert_eq!(CILIUM_NODE.pod_cidrs(&serde_json::json!({"spec": {}})), Vec::<String>::new());
+    }
+
+    #[test]
+    fn pool_annotation() {
+        let a = BTreeMap::from([(POOL_ANNOTATION.to_string(), "gpu".to_string())]);
+        assert_eq!(node_pool(Some(&a)), Some("gpu"));
+        assert_eq!(node_pool(None), None);
     }
 }

@@ -276,7 +276,7 @@ fn network_status(name: &str, dir: &Path) -> Result<Option<NetworkStatus>, Strin
     Ok(Some(st))
 }
 
-fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String> {
+fn network_statuses(data_dir: &Path, only: Option<&str>) -> Result<Vec<NetworkStatus>, String> {
     let mut networks = Vec::new();
     for name in &network_names(data_dir, only)? {
         if let Some(st) = network_status(name, &data_dir.join(name))? {
@@ -285,12 +285,23 @@ fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String>
             return Err(format!("no store for network {name:?} in {}", escape(&data_dir.display().to_string())));
         }
     }
+    Ok(networks)
+}
+
+/// What `podcidr status --json` prints, for podcidr-agent's metrics: each store read under its
+/// shared lock, nothing written.
+pub fn status_doc(data_dir: &Path, only: Option<&str>) -> Result<serde_json::Value, String> {
+    let networks = network_statuses(data_dir, only)?;
+    Ok(serde_json::json!({ "dataDir": data_dir, "networks": networks }))
+}
+
+fn status(data_dir: &Path, only: Option<&str>, json: bool) -> Result<(), String> {
     let mut out = std::io::stdout().lock();
     let res = if json {
-        let doc = serde_json::json!({ "dataDir": data_dir, "networks": networks });
+        let doc = status_doc(data_dir, only)?;
         writeln!(out, "{}", serde_json::to_string_pretty(&doc).unwrap_or_default())
     } else {
-        write_human(&mut out, data_dir, &networks)
+        write_human(&mut out, data_dir, &network_statuses(data_dir, only)?)
     };
     res.map_err(|e| format!("cannot write the status: {e}"))
 }

@@ -592,7 +592,7 @@ fn kubelet_without_a_pod_cidr_is_try_again_later() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// conf/: the example conflists, the installer and the manifests
+// conf/: the example conflists and the plugin's RBAC
 // ---------------------------------------------------------------------------------------------
 
 const CONF_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../conf");
@@ -656,52 +656,6 @@ fn every_example_conflist_works() {
 }
 
 #[test]
-fn the_installer_copies_the_binary_and_writes_a_working_kubeconfig() {
-    let server = ApiServer::start(API_VERSIONS[0]);
-    server.route_fixture(NODE_MANUAL, "node-dualstack-manual.json");
-    let sb = Sandbox::new();
-    let sa = sb.root().join("sa");
-    std::fs::create_dir_all(&sa).unwrap();
-    std::fs::write(sa.join("token"), TOKEN).unwrap();
-    std::fs::write(sa.join("ca.crt"), &server.ca_pem).unwrap();
-    let (bin_dir, conf_dir) = (sb.root().join("host/opt/cni/bin"), sb.root().join("host/etc/cni/net.d"));
-    let out = std::process::Command::new("sh")
-        .arg(Path::new(CONF_DIR).join("install.sh"))
-        .arg("--once")
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
-        .env("SA_DIR", &sa)
-        .env("PODCIDR_BIN", common::BIN)
-        .env("HOST_BIN_DIR", &bin_dir)
-        .env("HOST_CONF_DIR", &conf_dir)
-        .env("CONFLIST_SRC", Path::new(CONF_DIR).join("10-podcidr-kubernetes.conflist"))
-        .env("NODE_NAME", "node-manual")
-        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-        .env("KUBERNETES_SERVICE_PORT", server.addr.port().to_string())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "{stderr}");
-
-    use std::os::unix::fs::PermissionsExt;
-    let mode = |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode();
-    assert_eq!(mode(&bin_dir.join("podcidr")) & 0o777, 0o755);
-    let kubeconfig = conf_dir.join("podcidr-kubeconfig");
-    assert_eq!(mode(&kubeconfig) & 0o777, 0o600, "the token is a secret");
-    let names: Vec<String> =
-        std::fs::read_dir(&conf_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-    assert_eq!(names.len(), 2, "no temporary files left: {names:?}");
-
-    let conflist: Value = serde_json::from_str(&std::fs::read_to_string(conf_dir.join("10-podcidr.conflist")).unwrap())
-        .expect("the installed conflist is JSON");
-    let req = plugin_request(&conflist, json!({ "dataDir": sb.data_dir(), "kubeconfig": kubeconfig, "logFile": null }));
-    assert_eq!(req["ipam"]["nodeName"], "node-manual", "__NODE_NAME__ is replaced");
-    let res = Call::add("c1", &req).run().ok_json();
-    assert_eq!(ips(&res), ["10.244.2.2/24", "fd00:10:244:2::2/64"]);
-    assert_eq!(server.seen().last().unwrap().auth, "token");
-}
-
-#[test]
 fn the_manifests_hold_what_the_plugin_needs() {
     let docs = |name: &str| -> Vec<Value> {
         serde_saphyr::from_multiple(&conf_file(name)).unwrap_or_else(|e| panic!("conf/{name}: {e}"))
@@ -719,25 +673,5 @@ fn the_manifests_hold_what_the_plugin_needs() {
         );
     }
     assert_eq!(rbac[2]["subjects"][0]["name"], rbac[0]["metadata"]["name"]);
-
-    let install = docs("install.yaml");
-    let cm = install.iter().find(|d| d["kind"] == "ConfigMap").unwrap();
-    let embedded: Value = serde_json::from_str(cm["data"]["10-podcidr.conflist"].as_str().unwrap()).unwrap();
-    let example: Value = serde_json::from_str(&conf_file("10-podcidr-kubernetes.conflist")).unwrap();
-    let strip = |mut v: Value| {
-        for key in ["apiTimeoutSeconds", "cacheTTLSeconds"] {
-            v["plugins"][0]["ipam"].as_object_mut().unwrap().remove(key);
-        }
-        v
-    };
-    assert_eq!(strip(embedded), strip(example), "install.yaml's conflist is conf/10-podcidr-kubernetes.conflist");
-    let ds = install.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
-    assert_eq!(ds["spec"]["template"]["spec"]["serviceAccountName"], rbac[0]["metadata"]["name"]);
-    let paths: Vec<&str> = ds["spec"]["template"]["spec"]["volumes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|v| v["hostPath"]["path"].as_str())
-        .collect();
-    assert_eq!(paths, ["/opt/cni/bin", "/etc/cni/net.d"]);
+    // podcidr-agent installs the plugin and its kubeconfig: crates/agent/tests, tests/kustomize_package.rs.
 }

@@ -164,7 +164,7 @@ where
         && e.kind() == std::io::ErrorKind::NotFound
     {
         return Err(Failure::Unavailable(format!(
-            "the kubeconfig {path} does not exist (yet?); the installer DaemonSet writes it (conf/install.yaml), \
+            "the kubeconfig {path} does not exist (yet?); podcidr-agent writes it (conf/agent/daemonset.yaml), \
              or set ipam.kubeconfig"
         )));
     }
@@ -222,7 +222,7 @@ fn classify(e: &kube::Error, who: &Identity, target: &Target, conf: &ApiConf) ->
         401 => Failure::Unavailable(format!(
             "the API server {} does not accept podcidr's credentials (401 Unauthorized): user {:?} of {kubeconfig} \
              presents {}, which is invalid, expired or revoked; write a kubeconfig with a valid ServiceAccount token \
-             (conf/install.yaml does) or client certificate",
+             (podcidr-agent does, renewing it) or client certificate",
             who.server, who.user, who.credential
         )),
         403 => Failure::Unavailable(format!(

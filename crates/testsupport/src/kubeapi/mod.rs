@@ -32,6 +32,9 @@
 
 use crate::tls;
 
+// The node agent's requests (TokenRequest, pods, serviceaccounts).
+mod agent;
+
 use base64::Engine;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -218,6 +221,9 @@ struct Store {
     bookmark_interval: Duration,
     uid_seq: u64,
     port: u16,
+    /// agent.rs: the token lifetime cap, and the tokens issued.
+    token_cap: Option<i64>,
+    tokens_issued: u64,
 }
 
 struct Shared {
@@ -1224,6 +1230,9 @@ impl Store {
     // ----- dispatch -----
 
     fn handle(&mut self, req: &Req) -> Answer {
+        if let Some(r) = self.agent_handle(req) {
+            return Answer::Full(r);
+        }
         if req.method == "GET"
             && let Some(d) = self.discovery(&req.path)
         {
@@ -1335,6 +1344,11 @@ impl Store {
                 let mut doc = old.clone();
                 for op in patch.as_array().cloned().unwrap_or_default() {
                     if let Err(e) = json_patch_op(&mut doc, &op) {
+                        // node-patch-json-stale-rv.json: a failed `test` says no more than this.
+                        if op["op"] == "test" {
+                            let msg = "the server rejected our request due to an error in our request";
+                            return Resp::new(422, status_body(422, "Invalid", msg, Some(json!({}))));
+                        }
                         return Resp::new(422, status_body(422, "Invalid", &e, None));
                     }
                 }
@@ -1907,7 +1921,7 @@ impl KubeApi {
                 etcd_compacted: 0,
                 epoch: 0,
                 down: false,
-                resources: builtin_resources(),
+                resources: builtin_resources().into_iter().chain(agent::resources()).collect(),
                 faults: vec![],
                 races: vec![],
                 log: vec![],
@@ -1916,6 +1930,8 @@ impl KubeApi {
                 bookmark_interval: Duration::from_secs(60),
                 uid_seq: 0,
                 port: addr.port(),
+                token_cap: None,
+                tokens_issued: 0,
             }),
             changed: Condvar::new(),
             conns: Mutex::new(BTreeMap::new()),
