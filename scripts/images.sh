@@ -39,16 +39,20 @@ if [[ -n ${PODCIDR_BIN_DIR:-} ]]; then
     dir=$PODCIDR_BIN_DIR
 else
     musl=x86_64-unknown-linux-musl
-    build=(cargo build --release --locked -p podcidr -p podcidr-agent --bin podcidr --bin podcidr-agent --bin podcidr-operator)
+    # The plugin on its own, so that it keeps its own dependencies' features (scripts/build.sh).
+    build() {
+        cargo build --release --locked -p podcidr --bin podcidr "$@" &&
+            cargo build --release --locked -p podcidr-agent -p podcidr-operator --bin podcidr-agent --bin podcidr-operator "$@"
+    }
     if command -v rustup >/dev/null && rustup target list --installed | grep -qx "$musl" && command -v musl-gcc >/dev/null; then
         log "building static musl binaries"
-        "${build[@]}" --target "$musl" >&2
+        build --target "$musl" >&2
         dir=target/$musl/release
     else
         # With --target, RUSTFLAGS reach the binaries only, not build scripts or proc macros.
         gnu=x86_64-unknown-linux-gnu
         log "musl target not available: building static glibc binaries (crt-static)"
-        RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" "${build[@]}" --target "$gnu" >&2
+        RUSTFLAGS="${RUSTFLAGS:+$RUSTFLAGS }-C target-feature=+crt-static" build --target "$gnu" >&2
         dir=target/$gnu/release
     fi
 fi
