@@ -145,13 +145,18 @@ fn deployment_runs_two_hardened_replicas_with_probes() {
     for flag in [
         "--leader-elect=true",
         "--leader-elect-namespace=kube-system",
-        "--metrics-bind-address=0.0.0.0:9880",
-        "--health-probe-bind-address=0.0.0.0:9881",
+        // The pod IP (the node's address on the host network): where the kubelet probes and
+        // Prometheus scrapes, and no other interface.
+        "--metrics-bind-address=$(POD_IP):9880",
+        "--health-probe-bind-address=$(POD_IP):9881",
         "--target=node",
     ] {
         assert!(args.contains(&flag), "{flag} missing from {args:?}");
     }
     assert!(args.iter().any(|a| a.starts_with("--cluster-pool-ipv4-cidr=")), "{args:?}");
+    assert!(!args.iter().any(|a| a.contains("0.0.0.0")), "nothing binds every interface: {args:?}");
+    assert_eq!(c["env"], json!([{"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]));
+    assert_eq!(pod["hostNetwork"], true);
     let sc = &c["securityContext"];
     assert_eq!(sc["readOnlyRootFilesystem"], true);
     assert_eq!(sc["allowPrivilegeEscalation"], false);
