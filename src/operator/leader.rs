@@ -646,6 +646,48 @@ mod tests {
         assert!(!b.leading(t0) && b.renewal(wall).is_none() && b.release(wall).is_none());
     }
 
+    /// The transport under the fenced client: counts what reaches it, answers 200 `{}`.
+    #[derive(Clone, Default)]
+    struct Counting(Arc<std::sync::Mutex<Vec<String>>>);
+
+    impl tower_service::Service<hyper::Request<kube::client::Body>> for Counting {
+        type Response = hyper::Response<kube::client::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn call(&mut self, req: hyper::Request<kube::client::Body>) -> Self::Future {
+            self.0.lock().unwrap().push(req.method().to_string());
+            std::future::ready(Ok(hyper::Response::new(kube::client::Body::from(b"{}".to_vec()))))
+        }
+    }
+
+    #[test]
+    fn the_fenced_client_sends_no_write_unless_leading() {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let sent = Counting::default();
+            let (switch, fence) = fence();
+            let client = fenced(Client::new(sent.clone(), "default"), fence);
+            let req = |m: &str| hyper::Request::builder().method(m).uri("/api/v1/nodes/n").body(Vec::new()).unwrap();
+            let call = |m: &'static str| {
+                let c = client.clone();
+                async move { c.request_text(req(m)).await }
+            };
+            assert!(call("GET").await.is_ok(), "reads go through a follower's fence");
+            let e = call("PATCH").await.unwrap_err();
+            assert!(e.to_string().contains("does not hold the lease"), "{e}");
+            switch.send(true).unwrap();
+            assert!(call("PATCH").await.is_ok() && call("POST").await.is_ok());
+            switch.send(false).unwrap();
+            for m in ["POST", "PUT", "PATCH", "DELETE"] {
+                assert!(call(m).await.is_err(), "{m} after the fence went down");
+            }
+            assert_eq!(*sent.0.lock().unwrap(), ["GET", "PATCH", "POST"], "nothing else reached the server");
+        });
+    }
+
     #[test]
     fn the_fence_goes_down_and_wakes_its_waiters() {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
