@@ -462,6 +462,8 @@ where
     }
     watcher.abort();
     tracing::info!(identity = %s.identity, "leading: holding the lease {lease_ref}");
+    // Not ready again until the controller has restored (it sets it then).
+    ready.set(false);
     let _ = fence.send(true);
     metrics.set_leader(true);
     live.healthy_until(el.overdue_at());
