@@ -379,17 +379,18 @@ impl Io {
     }
 
     /// The leader's renewal from its own last write; on a conflict, a read decides.
-    async fn renew(&self, el: &mut Elector) -> Result<(), String> {
+    /// `Ok(Some(holder))`: someone else holds the Lease now.
+    async fn renew(&self, el: &mut Elector) -> Result<Option<String>, String> {
         if let Some(l) = el.renewal(self.clock.wall()) {
             let sent = Instant::now();
             if let Some(stored) = self.write(&l).await? {
                 el.written(&stored, sent);
-                return Ok(());
+                return Ok(None);
             }
         }
         match self.attempt(el).await? {
-            Step::Follow { holder } => Err(format!("the lease is held by {holder}")),
-            Step::Write(_) => Ok(()),
+            Step::Follow { holder } => Ok(Some(holder)),
+            Step::Write(_) => Ok(None),
         }
     }
 }
@@ -483,8 +484,8 @@ where
             _ = &mut shutdown => break End::Shutdown,
             () = &mut work => break End::WorkEnded,
             r = renewal => match r {
-                Ok(()) => live.healthy_until(el.overdue_at()),
-                Err(e) if e.starts_with("the lease is held by") => break End::Lost(format!("lost the lease {lease_ref}: {e}")),
+                Ok(None) => live.healthy_until(el.overdue_at()),
+                Ok(Some(holder)) => break End::Lost(format!("lost the lease {lease_ref}: it is held by {holder}")),
                 Err(e) => tracing::warn!("cannot renew the lease {lease_ref}: {e}"),
             },
         }
