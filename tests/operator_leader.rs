@@ -107,6 +107,7 @@ fn a_leader_whose_renewal_stalls_fails_healthz_stops_writing_and_exits_before_a_
         std::thread::sleep(Duration::from_millis(50));
     }
     let took = stalled_at.elapsed();
+    assert!(!a.alive(), "op-a still runs {took:?} after its lease requests stalled");
     let status = a.child.wait().unwrap();
     eprintln!("op-a exited {took:?} after its lease requests stalled (renew deadline 6s)");
     assert!(!status.success(), "a leader that cannot renew exits non-zero: {status}");
