@@ -50,6 +50,9 @@ pub enum Target {
     Ciliumnode,
 }
 
+/// The floor of `--max-retry-backoff`.
+pub const MIN_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
 fn duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (e.g. 15s, 500ms, 1m)"))
 }
@@ -198,8 +201,13 @@ impl RunArgs {
         if self.kube_api_burst == 0 {
             return Err("--kube-api-burst must be at least 1".into());
         }
-        if self.max_retry_backoff.is_zero() {
-            return Err("--max-retry-backoff must be more than 0".into());
+        // Below this, one waiting node turns into a stream of retries and Events.
+        if self.max_retry_backoff < MIN_RETRY_BACKOFF {
+            return Err(format!(
+                "--max-retry-backoff {}: must be at least {}",
+                humantime::format_duration(self.max_retry_backoff),
+                humantime::format_duration(MIN_RETRY_BACKOFF)
+            ));
         }
         let identity = match &self.leader_elect_identity {
             Some(id) if !id.is_empty() => id.clone(),
@@ -305,6 +313,15 @@ mod tests {
         let e =
             settings(&["--cluster-pool-ipv4-cidr", "10.0.0.0/8", "--leader-elect-lease-duration", "1s"]).unwrap_err();
         assert!(e.contains("at least 2s"), "{e}");
+    }
+
+    #[test]
+    fn a_retry_backoff_below_the_floor_is_refused_naming_the_flag() {
+        for v in ["1ns", "0s", "999ms"] {
+            let e = settings(&["--max-retry-backoff", v]).unwrap_err();
+            assert!(e.contains("--max-retry-backoff") && e.contains("at least 1s"), "{v}: {e}");
+        }
+        assert_eq!(settings(&["--max-retry-backoff", "1s"]).unwrap().max_backoff, MIN_RETRY_BACKOFF);
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! let metrics = Metrics::new();
 //! let ready = Readiness::new();
 //! let _m = http::serve(metrics_addr, Routes::metrics(metrics.clone())).await?; // bind error: exit
-//! let _h = http::serve(health_addr, Routes::health(ready.clone())).await?;
+//! let _h = http::serve(health_addr, Routes::health(ready.clone(), Liveness::new())).await?;
 //! // ... restore done, or became a follower:
 //! ready.set(true);
 //! ```
@@ -18,7 +18,9 @@
 //! [`Server::local_addr`]).
 //!
 //! - `/metrics`: the OpenMetrics text of [`Metrics::encode`], content type [`CONTENT_TYPE`].
-//! - `/healthz`: 200 `ok` while the process runs.
+//! - `/healthz`: 200 `ok` while the process runs, except past the instant given to
+//!   [`Liveness::healthy_until`] (a leader whose lease renewal is overdue): 503, so the kubelet
+//!   restarts a leader that cannot renew.
 //! - `/readyz`: 200 `ok` once [`Readiness::set`] got `true`, 503 before (and after `false`).
 //!
 //! Only GET and HEAD; anything else is 405, an unknown path 404.
@@ -28,7 +30,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -65,11 +67,31 @@ impl Readiness {
     }
 }
 
+/// The liveness behind `/healthz`: healthy, or healthy until an instant; clones share it.
+#[derive(Clone, Debug, Default)]
+pub struct Liveness(Arc<std::sync::Mutex<Option<Instant>>>);
+
+impl Liveness {
+    /// Always healthy.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Healthy until `until` (None: from now on, whatever the time).
+    pub fn healthy_until(&self, until: Option<Instant>) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = until;
+    }
+
+    pub fn is_healthy(&self) -> bool {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).is_none_or(|t| Instant::now() < t)
+    }
+}
+
 /// What one listener serves.
 #[derive(Clone, Debug, Default)]
 pub struct Routes {
     metrics: Option<Metrics>,
-    health: Option<Readiness>,
+    health: Option<(Readiness, Liveness)>,
 }
 
 impl Routes {
@@ -79,13 +101,13 @@ impl Routes {
     }
 
     /// `/healthz` and `/readyz` only.
-    pub fn health(ready: Readiness) -> Self {
-        Self { metrics: None, health: Some(ready) }
+    pub fn health(ready: Readiness, live: Liveness) -> Self {
+        Self { metrics: None, health: Some((ready, live)) }
     }
 
     /// Add `/healthz` and `/readyz` (both flags name the same address).
-    pub fn with_health(mut self, ready: Readiness) -> Self {
-        self.health = Some(ready);
+    pub fn with_health(mut self, ready: Readiness, live: Liveness) -> Self {
+        self.health = Some((ready, live));
         self
     }
 
@@ -187,8 +209,11 @@ fn respond(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             resp.headers_mut().insert(CONTENT_TYPE_HEADER, CONTENT_TYPE.parse().expect("static header value"));
             resp
         }
-        ("/readyz", _, Some(ready)) if !ready.is_ready() => {
+        ("/readyz", _, Some((ready, _))) if !ready.is_ready() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "not ready: restoring the existing allocations\n")
+        }
+        ("/healthz", _, Some((_, live))) if !live.is_healthy() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "unhealthy: the leader's lease renewal is overdue\n")
         }
         _ => text(StatusCode::OK, "ok\n"),
     }
@@ -251,8 +276,8 @@ mod tests {
             rt.block_on(async {
                 (
                     serve(any_port(), Routes::metrics(Metrics::new())).await.unwrap().local_addr(),
-                    serve(any_port(), Routes::health(Readiness::new())).await.unwrap().local_addr(),
-                    serve(any_port(), Routes::metrics(Metrics::new()).with_health(Readiness::new()))
+                    serve(any_port(), Routes::health(Readiness::new(), Liveness::new())).await.unwrap().local_addr(),
+                    serve(any_port(), Routes::metrics(Metrics::new()).with_health(Readiness::new(), Liveness::new()))
                         .await
                         .unwrap()
                         .local_addr(),
@@ -288,7 +313,7 @@ mod tests {
     #[tokio::test]
     async fn readyz_follows_the_flag_and_healthz_is_always_ok() {
         let ready = Readiness::new();
-        let server = serve(any_port(), Routes::health(ready.clone())).await.unwrap();
+        let server = serve(any_port(), Routes::health(ready.clone(), Liveness::new())).await.unwrap();
         let addr = server.local_addr();
         assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
         let (status, _, body) = get(addr, "GET", "/readyz").await;
@@ -307,10 +332,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn healthz_fails_past_the_liveness_deadline() {
+        let live = Liveness::new();
+        let server = serve(any_port(), Routes::health(Readiness::new(), live.clone())).await.unwrap();
+        let addr = server.local_addr();
+        live.healthy_until(Some(Instant::now() + Duration::from_secs(3600)));
+        assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+        live.healthy_until(Some(Instant::now()));
+        let (status, _, body) = get(addr, "GET", "/healthz").await;
+        assert_eq!((status, body.as_str()), (503, "unhealthy: the leader's lease renewal is overdue\n"));
+        live.healthy_until(None);
+        assert_eq!(get(addr, "GET", "/healthz").await.0, 200);
+    }
+
+    #[tokio::test]
     async fn one_listener_can_carry_both() {
         let ready = Readiness::new();
         ready.set(true);
-        let server = serve(any_port(), Routes::metrics(Metrics::new()).with_health(ready)).await.unwrap();
+        let server =
+            serve(any_port(), Routes::metrics(Metrics::new()).with_health(ready, Liveness::new())).await.unwrap();
         for path in ["/metrics", "/healthz", "/readyz"] {
             assert_eq!(get(server.local_addr(), "GET", path).await.0, 200, "{path}");
         }
@@ -318,7 +358,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_taken_address_is_a_startup_error_naming_it() {
-        let first = serve(any_port(), Routes::health(Readiness::new())).await.unwrap();
+        let first = serve(any_port(), Routes::health(Readiness::new(), Liveness::new())).await.unwrap();
         let err = serve(first.local_addr(), Routes::metrics(Metrics::new())).await.unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::AddrInUse);
         let msg = err.to_string();

@@ -103,8 +103,11 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Every write of the controller, its pools and its Events goes through the fence: refused at
+    // once unless this process leads.
+    let (fence_switch, fence) = leader::fence();
     let kube = match client::limited(config.clone(), settings.qps, settings.burst) {
-        Ok(c) => c,
+        Ok(c) => leader::fenced(c, fence),
         Err(e) => {
             tracing::error!("{e}");
             return ExitCode::FAILURE;
@@ -128,13 +131,16 @@ async fn serve(settings: Settings) -> ExitCode {
     };
     let metrics = metrics::Metrics::new();
     let ready = http::Readiness::new();
+    let live = http::Liveness::new();
     let mut servers = Vec::new();
     let routes = match (settings.metrics_addr, settings.health_addr) {
-        (Some(m), Some(h)) if m == h => vec![(m, http::Routes::metrics(metrics.clone()).with_health(ready.clone()))],
+        (Some(m), Some(h)) if m == h => {
+            vec![(m, http::Routes::metrics(metrics.clone()).with_health(ready.clone(), live.clone()))]
+        }
         (m, h) => m
             .map(|m| (m, http::Routes::metrics(metrics.clone())))
             .into_iter()
-            .chain(h.map(|h| (h, http::Routes::health(ready.clone()))))
+            .chain(h.map(|h| (h, http::Routes::health(ready.clone(), live.clone()))))
             .collect(),
     };
     for (addr, r) in routes {
@@ -162,9 +168,11 @@ async fn serve(settings: Settings) -> ExitCode {
         }
     };
     let code = if settings.leader_elect {
-        leader::run(lease_client, &settings, metrics.clone(), ready.clone(), work, shutdown_signal()).await
+        let shows = leader::Shows { metrics: metrics.clone(), ready: ready.clone(), live, fence: fence_switch };
+        leader::run(lease_client, &settings, shows, work, shutdown_signal()).await
     } else {
         tracing::info!("--leader-elect=false: this process is the only writer");
+        let _ = fence_switch.send(true);
         metrics.set_leader(true);
         tokio::select! {
             () = work() => {

@@ -1,7 +1,6 @@
 //! The libraries the operator is built on work against the stand-in API server as against a
 //! real one: kube-runtime's watcher (list, watch, bookmarks, 410 after a restart, relist),
-//! kube-lease-manager's leader election (server-side apply conflicts, expiry, takeover), and
-//! kube-runtime's event Recorder (create, then merge-patched series).
+//! and kube-runtime's event Recorder (create, then merge-patched series).
 
 use podcidr_testsupport::kubeapi;
 
@@ -11,7 +10,6 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::watcher;
-use kube_lease_manager::LeaseManagerBuilder;
 use kubeapi::KubeApi;
 use serde_json::json;
 use std::time::Duration;
@@ -69,37 +67,6 @@ async fn kube_runtime_watcher_lists_watches_and_relists_after_410() {
     let err =
         nodes.patch("after", &pp, &Patch::Merge(json!({"spec":{"podCIDRs":["10.244.10.0/24"]}}))).await.unwrap_err();
     assert!(matches!(err, kube::Error::Api(ref s) if s.code == 422), "{err}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kube_lease_manager_elects_one_leader_and_hands_over_after_expiry() {
-    let dir = tempfile::tempdir().unwrap();
-    let api = KubeApi::start("v1.36.2");
-    let build = |c: kube::Client, id: &str| {
-        LeaseManagerBuilder::new(c, "podcidr-operator")
-            .with_namespace("kube-system")
-            .with_identity(id)
-            .with_duration(2)
-            .with_grace(1)
-            .build()
-    };
-    let a = build(client(&api, dir.path(), "a").await, "a").await.unwrap();
-    let b = build(client(&api, dir.path(), "b").await, "b").await.unwrap();
-    // watch() renews in a task of its own, as an operator runs it.
-    let (mut a_rx, a_task) = a.watch().await;
-    tokio::time::timeout(Duration::from_secs(20), a_rx.wait_for(|l| *l)).await.unwrap().unwrap();
-    let (mut b_rx, _b_task) = b.watch().await;
-    // b only waits while a renews: 3 lease durations.
-    let b_took = tokio::time::timeout(Duration::from_secs(6), b_rx.wait_for(|l| *l)).await.is_ok();
-    assert!(!b_took, "b took a lease that a still renews");
-    let lease = api.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/podcidr-operator").unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], json!("a"));
-    // a stops renewing, as a killed process: b takes over after expiry.
-    a_task.abort();
-    tokio::time::timeout(Duration::from_secs(20), b_rx.wait_for(|l| *l)).await.unwrap().unwrap();
-    let lease = api.get("/apis/coordination.k8s.io/v1/namespaces/kube-system/leases/podcidr-operator").unwrap();
-    assert_eq!(lease["spec"]["holderIdentity"], json!("b"));
-    assert_eq!(lease["spec"]["leaseTransitions"], json!(2));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

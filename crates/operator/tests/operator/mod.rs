@@ -34,6 +34,18 @@ impl Operator {
     /// Starts an operator whose requests the server logs as `identity` (also its lease
     /// identity), with short leader election and retry timings, and `args` after them.
     pub fn start(api: &KubeApi, dir: &Path, identity: &str, args: &[&str]) -> Operator {
+        Operator::start_with(api, dir, identity, LEASE, &[], args)
+    }
+
+    /// As [`Operator::start`], with this lease duration and these environment variables.
+    pub fn start_with(
+        api: &KubeApi,
+        dir: &Path,
+        identity: &str,
+        lease: Duration,
+        env: &[(&str, &str)],
+        args: &[&str],
+    ) -> Operator {
         let kubeconfig = api.kubeconfig(dir, identity);
         let (metrics_addr, health_addr) = (free_port(), free_port());
         let log = dir.join(format!("{identity}.{}.log", std::process::id()));
@@ -42,7 +54,8 @@ impl Operator {
             .arg("--kubeconfig")
             .arg(&kubeconfig)
             .args(["--leader-elect-identity", identity, "--leader-elect-namespace", "kube-system"])
-            .args(["--leader-elect-lease-duration", &format!("{}s", LEASE.as_secs())])
+            .args(["--leader-elect-lease-duration", &format!("{}s", lease.as_secs())])
+            .envs(env.iter().copied())
             .args(["--max-retry-backoff", "1s"])
             .args(["--metrics-bind-address", &metrics_addr.to_string()])
             .args(["--health-probe-bind-address", &health_addr.to_string()])

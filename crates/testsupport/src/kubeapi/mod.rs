@@ -198,6 +198,13 @@ struct Fault {
     status: u16,
 }
 
+/// Requests left unanswered, their connection held open (a stalled socket), while set.
+struct Stall {
+    who: String,
+    method: Option<String>,
+    path_prefix: String,
+}
+
 type Validator = Box<dyn Fn(Option<&Value>, &Value) -> Option<(String, String)> + Send>;
 
 struct Store {
@@ -214,6 +221,7 @@ struct Store {
     down: bool,
     resources: Vec<ResDef>,
     faults: Vec<Fault>,
+    stalls: Vec<Stall>,
     races: Vec<Race>,
     log: Vec<Logged>,
     gc: bool,
@@ -1744,6 +1752,9 @@ fn serve_conn(shared: Arc<Shared>, stream: TcpStream, config: Arc<rustls::Server
                 continue;
             };
             c.who = who.to_string();
+            if stall(&shared, &req, who) {
+                break;
+            }
             let answer = {
                 let mut st = shared.lock();
                 let is_write = matches!(req.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE");
@@ -1813,6 +1824,34 @@ fn serve_conn(shared: Arc<Shared>, stream: TcpStream, config: Arc<rustls::Server
         let _ = c.tls.flush();
     }
     shared.conns.lock().unwrap().remove(&id);
+}
+
+/// Holds a request that matches a stall until the stall is lifted or the server stops; then the
+/// connection is closed, never answered. Logged with status 0. True if it was stalled.
+fn stall(shared: &Shared, req: &Req, who: &str) -> bool {
+    let mut st = shared.lock();
+    let stalled = |st: &Store| {
+        st.stalls.iter().any(|s| {
+            s.who == who && req.path.starts_with(&s.path_prefix) && s.method.as_ref().is_none_or(|m| *m == req.method)
+        })
+    };
+    if !stalled(&st) {
+        return false;
+    }
+    st.log.push(Logged {
+        method: req.method.clone(),
+        path: req.path.clone(),
+        query: req.query.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("&"),
+        status: 0,
+        who: who.into(),
+        content_type: req.content_type().to_string(),
+        body: String::from_utf8_lossy(&req.body).into_owned(),
+    });
+    shared.changed.notify_all();
+    while stalled(&st) && !shared.stop.load(Ordering::SeqCst) {
+        st = shared.changed.wait_timeout(st, Duration::from_millis(200)).unwrap_or_else(|e| e.into_inner()).0;
+    }
+    true
 }
 
 fn log(shared: &Shared, req: &Req, status: u16, who: &str) {
@@ -1923,6 +1962,7 @@ impl KubeApi {
                 down: false,
                 resources: builtin_resources().into_iter().chain(agent::resources()).collect(),
                 faults: vec![],
+                stalls: vec![],
                 races: vec![],
                 log: vec![],
                 gc: true,
@@ -2150,6 +2190,23 @@ impl KubeApi {
             remaining: n,
             status,
         });
+    }
+
+    /// From now on, requests of `who` (None method: any) to a path starting with `path_prefix`
+    /// get no answer: each is read, logged with status 0, and its connection held open, as a
+    /// stalled socket, until [`KubeApi::unstall`].
+    pub fn stall(&self, who: &str, method: Option<&str>, path_prefix: &str) {
+        self.shared.lock().stalls.push(Stall {
+            who: who.into(),
+            method: method.map(str::to_string),
+            path_prefix: path_prefix.into(),
+        });
+    }
+
+    /// Lift every stall: the held connections are closed unanswered.
+    pub fn unstall(&self) {
+        self.shared.lock().stalls.clear();
+        self.shared.changed.notify_all();
     }
 
     /// Another client wins a race: just before the next `method` request to exactly `path` is
