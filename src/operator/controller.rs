@@ -1,5 +1,10 @@
-//! The controller: one task owns the allocator and decides; writes run in tasks of their own
-//! and report back.
+//! The controller, as a state machine and its executor.
+//!
+//! [`Machine`] decides and never waits: restore snapshots, watch events, write outcomes, pool
+//! changes and ticks go in, each with the time it is given; [`Effect`]s (writes, Events,
+//! readiness) come out. [`Controller`] is the executor: it feeds the machine what the watches
+//! and the writes report and carries out its effects with the real client. The decisions are
+//! therefore tested in milliseconds without HTTP (tests/operator_machine.rs).
 //!
 //! 1. **Restore first.** Nodes (and, with the `ciliumnode` target, CiliumNodes) are watched;
 //!    the watcher's initial list occupies every CIDR they hold. Nothing is handed out before
@@ -27,7 +32,7 @@ use kube::{Client, ResourceExt};
 use tokio::sync::{Semaphore, mpsc};
 
 use super::allocator::{Allocator, Occupancy, PoolProblem, PoolSpec};
-use super::events::{self, Events};
+use super::events::{self, Events, Warning};
 use super::flags::Settings;
 use super::http::Readiness;
 use super::metrics::Metrics;
@@ -37,7 +42,7 @@ use super::targets::{self, CiliumWrite, Failure, Outcome, Plan};
 const BASE_BACKOFF: Duration = Duration::from_millis(250);
 /// A new node is judged this long after it is first seen: pool edits come on another watch,
 /// and a pool deleted (or added) just before a node joins should count for it.
-const SETTLE: Duration = Duration::from_millis(200);
+pub const SETTLE: Duration = Duration::from_millis(200);
 /// Writes in flight at once (the rate limit paces them anyway).
 const MAX_IN_FLIGHT: usize = 64;
 
@@ -90,6 +95,40 @@ pub struct Snapshot {
     pub waiting: Vec<(String, Vec<String>)>,
 }
 
+/// What the machine asks the executor to do.
+#[derive(Debug, Clone)]
+pub enum Effect {
+    /// Write a node's CIDRs to its targets; the outcome comes back with [`Machine::written`].
+    Write(Plan),
+    /// Record a Warning Event.
+    Warn(Warning),
+    /// Every initial list is in: the process is ready.
+    Ready,
+    /// A node got its CIDRs, this long after it was first seen.
+    Assigned { node: String, seconds: f64 },
+}
+
+/// The targets the machine writes and how long it waits at most between attempts.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub node_target: bool,
+    pub ciliumnode_target: bool,
+    pub max_backoff: Duration,
+    /// The flag pool, served from the start.
+    pub default_pool: Option<PoolSpec>,
+}
+
+impl From<&Settings> for Config {
+    fn from(s: &Settings) -> Self {
+        Self {
+            node_target: s.node_target,
+            ciliumnode_target: s.ciliumnode_target,
+            max_backoff: s.max_backoff,
+            default_pool: s.default_pool.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 struct NodeObs {
     uid: Option<String>,
@@ -127,8 +166,9 @@ struct Listing {
     done: bool,
 }
 
-pub struct Controller {
-    sh: Shared,
+/// The controller's decisions. See the module documentation.
+pub struct Machine {
+    cfg: Config,
     alloc: Allocator,
     nodes: BTreeMap<String, NodeObs>,
     cilium: BTreeMap<String, CiliumObs>,
@@ -140,23 +180,22 @@ pub struct Controller {
     deleted_pools: Vec<PoolSpec>,
     /// (node, CIDR) already reported as foreign or conflicting.
     reported: BTreeSet<(String, IpNet)>,
-    published: BTreeSet<(String, String)>,
+    /// The counts changed since [`Machine::take_dirty`].
     dirty: bool,
-    tx: mpsc::UnboundedSender<Input>,
-    writes: Arc<Semaphore>,
+    effects: Vec<Effect>,
 }
 
-impl Controller {
-    pub fn new(sh: Shared, tx: mpsc::UnboundedSender<Input>) -> Self {
+impl Machine {
+    pub fn new(cfg: Config) -> Self {
         let mut alloc = Allocator::new();
-        if let Some(p) = sh.settings.default_pool.clone() {
+        if let Some(p) = cfg.default_pool.clone() {
             for pr in alloc.set_pools(vec![p]) {
                 tracing::error!("{pr}");
             }
         }
-        let cilium_list = Listing { seen: None, done: !sh.settings.ciliumnode_target };
+        let cilium_list = Listing { seen: None, done: !cfg.ciliumnode_target };
         Self {
-            sh,
+            cfg,
             alloc,
             nodes: BTreeMap::new(),
             cilium: BTreeMap::new(),
@@ -167,19 +206,39 @@ impl Controller {
             pools_listed: false,
             deleted_pools: Vec::new(),
             reported: BTreeSet::new(),
-            published: BTreeSet::new(),
             dirty: true,
-            tx,
-            writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+            effects: Vec::new(),
         }
     }
 
-    fn now() -> Instant {
-        Instant::now()
+    /// The effects decided since the last call, in order.
+    pub fn take_effects(&mut self) -> Vec<Effect> {
+        std::mem::take(&mut self.effects)
     }
 
-    fn cap(&self) -> Duration {
-        self.sh.settings.max_backoff
+    /// Whether the counts changed since the last call.
+    pub fn take_dirty(&mut self) -> bool {
+        std::mem::replace(&mut self.dirty, false)
+    }
+
+    /// Who holds what.
+    pub fn allocator(&self) -> &Allocator {
+        &self.alloc
+    }
+
+    /// Every initial list is in.
+    pub fn restored(&self) -> bool {
+        self.restored
+    }
+
+    /// The counts and the nodes waiting for room.
+    pub fn snapshot(&self) -> Snapshot {
+        let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();
+        Snapshot { stats: self.alloc.pool_stats(), waiting }
+    }
+
+    fn warn(&mut self, name: &str, uid: Option<&str>, reason: &'static str, action: &'static str, note: String) {
+        self.effects.push(Effect::Warn(Warning { regarding: events::node_ref(name, uid), reason, action, note }));
     }
 
     // -----------------------------------------------------------------------------------------
@@ -203,7 +262,7 @@ impl Controller {
                             "node {name} holds {cidr}, which overlaps a CIDR of node {holder}: both are kept; fix one of them by hand"
                         );
                         tracing::error!(node = name, %cidr, other = %holder, "{note}");
-                        self.sh.events.warn(events::node_ref(name, uid), events::CIDR_CONFLICT, "Restore", note);
+                        self.warn(name, uid, events::CIDR_CONFLICT, "Restore", note);
                     }
                 }
             }
@@ -211,7 +270,7 @@ impl Controller {
         self.dirty = true;
     }
 
-    fn observe_node(&mut self, node: Node) {
+    fn observe_node(&mut self, node: Node, now: Instant) {
         let name = node.name_any();
         let (cidrs, bad) = targets::node_cidrs(&node);
         if !bad.is_empty() && !self.nodes.contains_key(&name) {
@@ -226,10 +285,10 @@ impl Controller {
         };
         self.occupy(&name, &obs.cidrs.clone(), obs.uid.as_deref());
         self.nodes.insert(name.clone(), obs);
-        self.touch(&name);
+        self.touch(&name, now);
     }
 
-    fn observe_cilium(&mut self, cn: DynamicObject) {
+    fn observe_cilium(&mut self, cn: DynamicObject, now: Instant) {
         let name = cn.name_any();
         let (cidrs, bad) = targets::ciliumnode_cidrs(&cn);
         if !bad.is_empty() && !self.cilium.contains_key(&name) {
@@ -239,7 +298,7 @@ impl Controller {
         self.occupy(&name, &cidrs, uid.as_deref());
         self.cilium
             .insert(name.clone(), CiliumObs { cidrs, resource_version: cn.resource_version().unwrap_or_default() });
-        self.touch(&name);
+        self.touch(&name, now);
     }
 
     fn needs_write(&self, name: &str) -> bool {
@@ -247,15 +306,13 @@ impl Controller {
         if node.deleting {
             return false;
         }
-        let s = &self.sh.settings;
-        (s.node_target && node.cidrs.is_empty())
-            || (s.ciliumnode_target && self.cilium.get(name).is_none_or(|c| c.cidrs.is_empty()))
+        (self.cfg.node_target && node.cidrs.is_empty())
+            || (self.cfg.ciliumnode_target && self.cilium.get(name).is_none_or(|c| c.cidrs.is_empty()))
     }
 
     /// Something about `name` changed: track it if it needs a write, else stop tracking.
-    fn touch(&mut self, name: &str) {
+    fn touch(&mut self, name: &str, now: Instant) {
         if self.needs_write(name) {
-            let now = Self::now();
             self.track.entry(name.to_string()).or_insert(Track {
                 first_seen: now,
                 attempts: 0,
@@ -270,8 +327,8 @@ impl Controller {
     }
 
     /// Release `name` if neither of its objects exists (and no write for it is in flight).
-    fn maybe_release(&mut self, name: &str) {
-        if self.nodes.contains_key(name) || (self.sh.settings.ciliumnode_target && self.cilium.contains_key(name)) {
+    fn maybe_release(&mut self, name: &str, now: Instant) {
+        if self.nodes.contains_key(name) || (self.cfg.ciliumnode_target && self.cilium.contains_key(name)) {
             return;
         }
         if self.track.get(name).is_some_and(|t| t.in_flight) {
@@ -283,13 +340,12 @@ impl Controller {
         if !freed.is_empty() {
             tracing::info!(node = name, cidrs = ?freed.iter().map(ToString::to_string).collect::<Vec<_>>(), "node gone: CIDRs released");
             self.dirty = true;
-            self.wake_waiting();
+            self.wake_waiting(now);
         }
     }
 
     /// Room may have appeared: try every waiting node now.
-    fn wake_waiting(&mut self) {
-        let now = Self::now();
+    fn wake_waiting(&mut self, now: Instant) {
         for t in self.track.values_mut() {
             if t.waiting.is_some() {
                 t.next = now;
@@ -297,15 +353,15 @@ impl Controller {
         }
     }
 
-    fn node_gone(&mut self, name: &str) {
+    fn node_gone(&mut self, name: &str, now: Instant) {
         self.nodes.remove(name);
-        self.maybe_release(name);
+        self.maybe_release(name, now);
     }
 
-    fn cilium_gone(&mut self, name: &str) {
+    fn cilium_gone(&mut self, name: &str, now: Instant) {
         self.cilium.remove(name);
-        self.maybe_release(name);
-        self.touch(name);
+        self.maybe_release(name, now);
+        self.touch(name, now);
     }
 
     fn listed(&mut self) {
@@ -322,7 +378,7 @@ impl Controller {
             foreign = self.alloc.foreign().len(),
             "restore done: every existing CIDR is occupied; assigning"
         );
-        self.sh.ready.set(true);
+        self.effects.push(Effect::Ready);
     }
 
     /// After a restart, a CIDR removed from a pool while nodes held slices of it, and every CIDR
@@ -364,83 +420,67 @@ impl Controller {
         self.dirty = true;
     }
 
-    pub fn handle(&mut self, input: Input) {
-        match input {
-            Input::Node(Ok(ev)) => match ev {
-                Event::Init => self.node_list.seen = Some(BTreeSet::new()),
-                Event::InitApply(n) => {
-                    if let Some(s) = self.node_list.seen.as_mut() {
-                        s.insert(n.name_any());
-                    }
-                    self.observe_node(n);
+    /// A Node watch event.
+    pub fn node_event(&mut self, ev: Event<Node>, now: Instant) {
+        match ev {
+            Event::Init => self.node_list.seen = Some(BTreeSet::new()),
+            Event::InitApply(n) => {
+                if let Some(s) = self.node_list.seen.as_mut() {
+                    s.insert(n.name_any());
                 }
-                Event::InitDone => {
-                    let seen = self.node_list.seen.take().unwrap_or_default();
-                    let gone: Vec<String> = self.nodes.keys().filter(|n| !seen.contains(*n)).cloned().collect();
-                    for n in gone {
-                        self.node_gone(&n);
-                    }
-                    self.node_list.done = true;
-                    self.listed();
-                }
-                Event::Apply(n) => self.observe_node(n),
-                Event::Delete(n) => self.node_gone(&n.name_any()),
-            },
-            Input::Cilium(Ok(ev)) => match ev {
-                Event::Init => self.cilium_list.seen = Some(BTreeSet::new()),
-                Event::InitApply(c) => {
-                    if let Some(s) = self.cilium_list.seen.as_mut() {
-                        s.insert(c.name_any());
-                    }
-                    self.observe_cilium(c);
-                }
-                Event::InitDone => {
-                    let seen = self.cilium_list.seen.take().unwrap_or_default();
-                    let gone: Vec<String> = self.cilium.keys().filter(|n| !seen.contains(*n)).cloned().collect();
-                    for n in gone {
-                        self.cilium_gone(&n);
-                    }
-                    self.cilium_list.done = true;
-                    self.listed();
-                }
-                Event::Apply(c) => self.observe_cilium(c),
-                Event::Delete(c) => self.cilium_gone(&c.name_any()),
-            },
-            Input::Node(Err(e)) => self.watch_error("nodes", &e),
-            Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
-            Input::Written(plan, outcome) => self.written(*plan, outcome),
-            Input::Pools(pools, reply) => {
-                self.deleted_pools = pools.deleted;
-                let problems = self.alloc.set_pools(pools.active);
-                self.dirty = true;
-                self.wake_waiting();
-                let _ = reply.send(problems);
+                self.observe_node(n, now);
             }
-            Input::PoolsListed => {
-                self.pools_listed = true;
+            Event::InitDone => {
+                let seen = self.node_list.seen.take().unwrap_or_default();
+                let gone: Vec<String> = self.nodes.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                for n in gone {
+                    self.node_gone(&n, now);
+                }
+                self.node_list.done = true;
                 self.listed();
             }
-            Input::Stats(reply) => {
-                let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();
-                let _ = reply.send(Snapshot { stats: self.alloc.pool_stats(), waiting });
-            }
+            Event::Apply(n) => self.observe_node(n, now),
+            Event::Delete(n) => self.node_gone(&n.name_any(), now),
         }
     }
 
-    fn watch_error(&mut self, what: &str, e: &watcher::Error) {
-        let code = match e {
-            watcher::Error::InitialListFailed(e)
-            | watcher::Error::WatchStartFailed(e)
-            | watcher::Error::WatchFailed(e) => targets::error_code(e),
-            watcher::Error::WatchError(s) => s.code.to_string(),
-            watcher::Error::NoResourceVersion => "other".into(),
-        };
-        self.sh.metrics.api_error(&code);
-        if !self.restored {
-            tracing::warn!("watching {what}: {e} (nothing is assigned until every {what} is listed; retrying)");
-        } else {
-            tracing::warn!("watching {what}: {e} (retrying; a relist reconciles)");
+    /// A CiliumNode watch event.
+    pub fn cilium_event(&mut self, ev: Event<DynamicObject>, now: Instant) {
+        match ev {
+            Event::Init => self.cilium_list.seen = Some(BTreeSet::new()),
+            Event::InitApply(c) => {
+                if let Some(s) = self.cilium_list.seen.as_mut() {
+                    s.insert(c.name_any());
+                }
+                self.observe_cilium(c, now);
+            }
+            Event::InitDone => {
+                let seen = self.cilium_list.seen.take().unwrap_or_default();
+                let gone: Vec<String> = self.cilium.keys().filter(|n| !seen.contains(*n)).cloned().collect();
+                for n in gone {
+                    self.cilium_gone(&n, now);
+                }
+                self.cilium_list.done = true;
+                self.listed();
+            }
+            Event::Apply(c) => self.observe_cilium(c, now),
+            Event::Delete(c) => self.cilium_gone(&c.name_any(), now),
         }
+    }
+
+    /// The pool set changed; the problems of the pools refused.
+    pub fn set_pools(&mut self, pools: PoolSet, now: Instant) -> Vec<PoolProblem> {
+        self.deleted_pools = pools.deleted;
+        let problems = self.alloc.set_pools(pools.active);
+        self.dirty = true;
+        self.wake_waiting(now);
+        problems
+    }
+
+    /// The PodCIDRPools are listed (or there is no CRD).
+    pub fn pools_listed(&mut self) {
+        self.pools_listed = true;
+        self.listed();
     }
 
     // -----------------------------------------------------------------------------------------
@@ -448,7 +488,7 @@ impl Controller {
 
     /// The allocation made here was never written, but a target holds other CIDRs now: give
     /// ours back and hold theirs.
-    fn drop_unwritten_if_superseded(&mut self, name: &str) {
+    fn drop_unwritten_if_superseded(&mut self, name: &str, now: Instant) {
         if !self.track.get(name).is_some_and(|t| t.unwritten) {
             return;
         }
@@ -469,25 +509,24 @@ impl Controller {
             self.alloc.release(name);
             let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
             self.occupy(name, &observed, uid.as_deref());
-            self.wake_waiting();
+            self.wake_waiting(now);
         }
         if let Some(t) = self.track.get_mut(name) {
             t.unwritten = false;
         }
     }
 
-    /// Decide and start the write for one tracked node.
-    fn plan(&mut self, name: &str) {
-        self.drop_unwritten_if_superseded(name);
+    /// Decide the write for one tracked node.
+    fn plan(&mut self, name: &str, now: Instant) {
+        self.drop_unwritten_if_superseded(name, now);
         if !self.needs_write(name) {
             self.track.remove(name);
             return;
         }
         let Some(node) = self.nodes.get(name).cloned() else { return };
-        let s = self.sh.settings.clone();
         let cilium = self.cilium.get(name).cloned();
-        let node_needs = s.node_target && node.cidrs.is_empty();
-        let cilium_write = if !s.ciliumnode_target {
+        let node_needs = self.cfg.node_target && node.cidrs.is_empty();
+        let cilium_write = if !self.cfg.ciliumnode_target {
             None
         } else {
             match &cilium {
@@ -511,19 +550,20 @@ impl Controller {
                     (a.pool, a.cidrs, !had)
                 }
                 Err(na) => {
-                    let cap = self.cap();
+                    let cap = self.cfg.max_backoff;
                     let Some(t) = self.track.get_mut(name) else { return };
                     t.attempts += 1;
                     let first = t.waiting.is_none();
                     t.waiting = Some(na.candidates.clone());
-                    t.next = Self::now() + backoff(t.attempts, cap);
+                    t.next = now + backoff(t.attempts, cap);
                     if first {
                         tracing::warn!(node = name, "{na}");
                     } else {
                         tracing::debug!(node = name, "{na}");
                     }
-                    self.sh.events.warn(
-                        events::node_ref(name, node.uid.as_deref()),
+                    self.warn(
+                        name,
+                        node.uid.as_deref(),
                         events::CIDR_NOT_AVAILABLE,
                         "Allocate",
                         format!("Node {name} status is now: CIDRNotAvailable: {na}"),
@@ -546,21 +586,12 @@ impl Controller {
         if fresh {
             t.unwritten = true;
         }
-        let client = self.sh.client.clone();
-        let tx = self.tx.clone();
-        let sem = self.writes.clone();
-        tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await;
-            let outcome = targets::execute(&client, &plan).await;
-            let _ = tx.send(Input::Written(Box::new(plan), outcome));
-        });
+        self.effects.push(Effect::Write(plan));
     }
 
-    fn written(&mut self, plan: Plan, outcome: Outcome) {
+    /// A write decided here has ended.
+    pub fn written(&mut self, plan: Plan, outcome: Outcome, now: Instant) {
         let name = plan.node.clone();
-        for code in &outcome.errors {
-            self.sh.metrics.api_error(code);
-        }
         if outcome.node_written
             && let Some(n) = self.nodes.get_mut(&name)
             && n.cidrs.is_empty()
@@ -571,9 +602,9 @@ impl Controller {
             let rv = self.cilium.get(&name).map(|c| c.resource_version.clone()).unwrap_or_default();
             self.cilium.insert(name.clone(), CiliumObs { cidrs: plan.cidrs.clone(), resource_version: rv });
         }
-        let cap = self.cap();
+        let cap = self.cfg.max_backoff;
         let Some(t) = self.track.get_mut(&name) else {
-            self.maybe_release(&name);
+            self.maybe_release(&name, now);
             return;
         };
         t.in_flight = false;
@@ -583,76 +614,141 @@ impl Controller {
         let cidrs: Vec<String> = plan.cidrs.iter().map(ToString::to_string).collect();
         match outcome.result {
             Ok(()) => {
-                let secs = t.first_seen.elapsed().as_secs_f64();
-                self.sh.metrics.observe_assign(secs);
+                let seconds = now.saturating_duration_since(t.first_seen).as_secs_f64();
+                self.effects.push(Effect::Assigned { node: name.clone(), seconds });
                 tracing::info!(node = %name, pool = %plan.pool, cidrs = ?cidrs, node_target = plan.patch_node, ciliumnode = ?plan.ciliumnode, "CIDRs written");
                 self.track.remove(&name);
-                self.touch(&name);
+                self.touch(&name, now);
             }
             Err(Failure::Retry { code, message }) => {
                 t.attempts += 1;
                 let wait = backoff(t.attempts, cap);
-                t.next = Self::now() + wait;
+                t.next = now + wait;
                 tracing::warn!(node = %name, code = %code, "writing CIDRs failed, retrying in {wait:?}: {message}");
             }
             Err(Failure::Gone) => {
                 t.attempts += 1;
-                t.next = Self::now() + backoff(t.attempts, cap);
+                t.next = now + backoff(t.attempts, cap);
                 tracing::info!(node = %name, "the Node is gone before its CIDRs were written");
             }
             Err(Failure::Invalid { message, node }) => {
                 t.attempts += 1;
-                t.next = Self::now() + backoff(t.attempts, cap);
+                t.next = now + backoff(t.attempts, cap);
                 let note = format!("writing {} to node {name} was refused: {message}; left as it is", cidrs.join(","));
                 tracing::warn!(node = %name, "{note}");
-                let uid = plan.node_uid.clone();
-                self.sh.events.warn(
-                    events::node_ref(&name, uid.as_deref()),
-                    events::CIDR_ASSIGNMENT_FAILED,
-                    "Assign",
-                    note,
-                );
+                self.warn(&name, plan.node_uid.as_deref(), events::CIDR_ASSIGNMENT_FAILED, "Assign", note);
                 if let Some(n) = node {
                     // Someone else set the Node's CIDRs: hold what it holds.
-                    self.observe_node(*n);
+                    self.observe_node(*n, now);
                 }
             }
             Err(Failure::Reread { ciliumnode }) => {
                 t.attempts += 1;
-                t.next = Self::now() + backoff(t.attempts, cap);
+                t.next = now + backoff(t.attempts, cap);
                 tracing::info!(node = %name, "the CiliumNode changed meanwhile: judging it again");
                 match ciliumnode {
-                    Some(cn) => self.observe_cilium(*cn),
+                    Some(cn) => self.observe_cilium(*cn, now),
                     None => {
                         self.cilium.remove(&name);
                     }
                 }
             }
         }
-        self.maybe_release(&name);
+        self.maybe_release(&name, now);
     }
 
-    /// Plan every tracked node that is due; the time of the next one due.
-    fn run_due(&mut self) -> Option<Instant> {
+    /// Plan every tracked node that is due at `now`; the time the next one is due.
+    pub fn tick(&mut self, now: Instant) -> Option<Instant> {
         if !self.restored {
             return None;
         }
-        let now = Self::now();
         let due: Vec<String> =
             self.track.iter().filter(|(_, t)| !t.in_flight && t.next <= now).map(|(n, _)| n.clone()).collect();
         for name in due {
-            self.plan(&name);
+            self.plan(&name, now);
         }
         self.track.values().filter(|t| !t.in_flight).map(|t| t.next).min()
     }
+}
 
-    fn publish(&mut self) {
-        if !self.dirty {
+/// The executor: feeds the [`Machine`] and carries out its effects with the real client.
+pub struct Controller {
+    sh: Shared,
+    machine: Machine,
+    published: BTreeSet<(String, String)>,
+    tx: mpsc::UnboundedSender<Input>,
+    writes: Arc<Semaphore>,
+}
+
+impl Controller {
+    pub fn new(sh: Shared, tx: mpsc::UnboundedSender<Input>) -> Self {
+        let machine = Machine::new(Config::from(sh.settings.as_ref()));
+        Self { sh, machine, published: BTreeSet::new(), tx, writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+    }
+
+    fn handle(&mut self, input: Input, now: Instant) {
+        let m = &mut self.machine;
+        match input {
+            Input::Node(Ok(ev)) => m.node_event(ev, now),
+            Input::Cilium(Ok(ev)) => m.cilium_event(ev, now),
+            Input::Node(Err(e)) => self.watch_error("nodes", &e),
+            Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
+            Input::Written(plan, outcome) => {
+                for code in &outcome.errors {
+                    self.sh.metrics.api_error(code);
+                }
+                m.written(*plan, outcome, now);
+            }
+            Input::Pools(pools, reply) => {
+                let _ = reply.send(m.set_pools(pools, now));
+            }
+            Input::PoolsListed => m.pools_listed(),
+            Input::Stats(reply) => {
+                let _ = reply.send(m.snapshot());
+            }
+        }
+    }
+
+    fn watch_error(&mut self, what: &str, e: &watcher::Error) {
+        let code = match e {
+            watcher::Error::InitialListFailed(e)
+            | watcher::Error::WatchStartFailed(e)
+            | watcher::Error::WatchFailed(e) => targets::error_code(e),
+            watcher::Error::WatchError(s) => s.code.to_string(),
+            watcher::Error::NoResourceVersion => "other".into(),
+        };
+        self.sh.metrics.api_error(&code);
+        if !self.machine.restored() {
+            tracing::warn!("watching {what}: {e} (nothing is assigned until every {what} is listed; retrying)");
+        } else {
+            tracing::warn!("watching {what}: {e} (retrying; a relist reconciles)");
+        }
+    }
+
+    fn perform(&mut self) {
+        for effect in self.machine.take_effects() {
+            match effect {
+                Effect::Write(plan) => {
+                    let client = self.sh.client.clone();
+                    let tx = self.tx.clone();
+                    let sem = self.writes.clone();
+                    tokio::spawn(async move {
+                        let _permit = sem.acquire_owned().await;
+                        let outcome = targets::execute(&client, &plan).await;
+                        let _ = tx.send(Input::Written(Box::new(plan), outcome));
+                    });
+                }
+                Effect::Warn(w) => self.sh.events.warn(w.regarding, w.reason, w.action, w.note),
+                Effect::Ready => self.sh.ready.set(true),
+                Effect::Assigned { seconds, .. } => self.sh.metrics.observe_assign(seconds),
+            }
+        }
+        if !self.machine.take_dirty() {
             return;
         }
-        self.dirty = false;
+        let alloc = self.machine.allocator();
         let mut now = BTreeSet::new();
-        for st in self.alloc.pool_stats() {
+        for st in alloc.pool_stats() {
             let family = st.family.to_string();
             self.sh.metrics.set_pool(&st.pool, &family, st.capacity, st.allocated, st.draining);
             now.insert((st.pool, family));
@@ -661,14 +757,14 @@ impl Controller {
             self.sh.metrics.remove_pool_family(pool, family);
         }
         self.published = now;
-        self.sh.metrics.set_foreign(self.alloc.foreign().len());
+        self.sh.metrics.set_foreign(alloc.foreign().len());
     }
 
-    /// Drive the controller until the inputs end.
+    /// Drive the machine until the inputs end.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         loop {
-            let next = self.run_due();
-            self.publish();
+            let next = self.machine.tick(Instant::now());
+            self.perform();
             let input = match next {
                 Some(at) => {
                     tokio::select! {
@@ -679,10 +775,10 @@ impl Controller {
                 None => rx.recv().await,
             };
             let Some(input) = input else { return };
-            self.handle(input);
+            self.handle(input, Instant::now());
             // Take whatever else is queued before deciding: a relist is judged as a whole.
             while let Ok(i) = rx.try_recv() {
-                self.handle(i);
+                self.handle(i, Instant::now());
             }
         }
     }
