@@ -6,10 +6,50 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use kube::runtime::watcher::Event;
 use podcidr::operator::allocator::{FamilySpec, PoolSpec};
-use podcidr::operator::controller::{Config, Effect, Machine, SETTLE};
+use podcidr::operator::controller::{CommitResult, Config, Effect, Machine, SETTLE};
+use podcidr::operator::record::{self, PodCIDRBlock};
 use podcidr::operator::targets::{Failure, Outcome, Plan};
 use serde_json::json;
+use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
+
+/// The allocation record as the API server keeps it: one resourceVersion counter, a write
+/// with a stale resourceVersion (or a create of an existing block) is refused.
+#[derive(Default)]
+struct Record {
+    rv: u64,
+    blocks: BTreeMap<String, PodCIDRBlock>,
+}
+
+impl Record {
+    fn write(&mut self, mut obj: PodCIDRBlock) -> CommitResult {
+        let name = obj.metadata.name.clone().unwrap();
+        let cur = self.blocks.get(&name);
+        if cur.and_then(|c| c.metadata.resource_version.clone()) != obj.metadata.resource_version {
+            return CommitResult::Conflict(cur.cloned());
+        }
+        self.rv += 1;
+        obj.metadata.resource_version = Some(self.rv.to_string());
+        self.blocks.insert(name, obj.clone());
+        CommitResult::Written(obj)
+    }
+
+    /// Who holds each CIDR, by the record.
+    fn holders(&self) -> BTreeMap<String, String> {
+        let mut out = BTreeMap::new();
+        for b in self.blocks.values() {
+            for (c, h) in record::entries(b).0 {
+                assert!(out.insert(c.to_string(), h.node.clone()).is_none(), "{c} twice in the record");
+            }
+        }
+        out
+    }
+}
+
+thread_local! {
+    static RECORD: RefCell<Record> = RefCell::new(Record::default());
+}
 
 fn nets(list: &[&str]) -> Vec<IpNet> {
     list.iter().map(|s| s.parse().unwrap()).collect()
@@ -41,8 +81,13 @@ fn node(name: &str, cidrs: &[&str]) -> Node {
     serde_json::from_value(n).unwrap()
 }
 
-/// The initial lists: these Nodes exist, and the pools are listed.
+/// The initial lists: the record (as the store has it), these Nodes, and the pools.
 fn restore(m: &mut Machine, nodes: &[Node], now: Instant) {
+    m.block_event(Event::Init, now);
+    for b in RECORD.with(|r| r.borrow().blocks.values().cloned().collect::<Vec<_>>()) {
+        m.block_event(Event::InitApply(b), now);
+    }
+    m.block_event(Event::InitDone, now);
     m.node_event(Event::Init, now);
     for n in nodes {
         m.node_event(Event::InitApply(n.clone()), now);
@@ -51,14 +96,48 @@ fn restore(m: &mut Machine, nodes: &[Node], now: Instant) {
     m.pools_listed();
 }
 
+/// Carry out the record writes the machine decides (against the one store) until it decides
+/// none; the other effects it decided meanwhile.
+fn effects(m: &mut Machine) -> Vec<Effect> {
+    let mut out = Vec::new();
+    loop {
+        let mut committed = false;
+        for e in m.take_effects() {
+            match e {
+                Effect::Commit(c) => {
+                    let res = RECORD.with(|r| r.borrow_mut().write(c.object.clone()));
+                    m.committed(c, res, Instant::now());
+                    committed = true;
+                }
+                e => out.push(e),
+            }
+        }
+        if !committed {
+            return out;
+        }
+    }
+}
+
+/// The Node writes decided (record writes carried out).
 fn writes(m: &mut Machine) -> Vec<Plan> {
-    m.take_effects()
+    effects(m)
         .into_iter()
         .filter_map(|e| match e {
             Effect::Write(p) => Some(p),
             _ => None,
         })
         .collect()
+}
+
+/// Ticks at `now` until nothing more is decided (a release waits for its record write, a
+/// waiting node for the tick after it); the Node writes decided.
+fn step(m: &mut Machine, now: Instant) -> Vec<Plan> {
+    let mut out = Vec::new();
+    for _ in 0..4 {
+        m.tick(now);
+        out.extend(writes(m));
+    }
+    out
 }
 
 fn cidr_of(p: &Plan) -> String {
@@ -73,14 +152,17 @@ fn done(node_written: bool, result: Result<(), Failure>) -> Outcome {
 fn nothing_is_handed_out_before_every_initial_list_is_in() {
     let t0 = Instant::now();
     let mut m = machine("10.244.0.0/16", 24);
+    m.block_event(Event::Init, t0);
     m.node_event(Event::Init, t0);
     m.node_event(Event::InitApply(node("a", &[])), t0);
     assert!(m.tick(t0 + Duration::from_secs(60)).is_none());
     m.node_event(Event::InitDone, t0);
-    assert!(m.tick(t0 + Duration::from_secs(60)).is_none(), "pools are not listed yet");
-    assert!(writes(&mut m).is_empty());
     m.pools_listed();
-    assert!(m.take_effects().iter().any(|e| matches!(e, Effect::Ready)));
+    assert!(m.tick(t0 + Duration::from_secs(60)).is_none(), "the record is not listed yet");
+    m.block_event(Event::InitDone, t0);
+    let e = effects(&mut m);
+    assert!(e.iter().any(|e| matches!(e, Effect::Ready)), "{e:?}");
+    assert!(!e.iter().any(|e| matches!(e, Effect::Write(_))), "{e:?}");
     // Judged once the settle time has passed, not before.
     assert_eq!(m.tick(t0), Some(t0 + SETTLE));
     assert!(writes(&mut m).is_empty());
@@ -121,9 +203,8 @@ fn a_node_deleted_while_its_write_is_in_flight_keeps_its_cidr_until_the_write_re
     // The write reports: the Node was gone. Its slice goes at once to the node still waiting.
     let t1 = t0 + SETTLE * 3;
     m.written(a.clone(), done(false, Err(Failure::Gone)), t1);
+    let w2 = step(&mut m, t1);
     assert!(m.allocator().holds("a").is_none());
-    m.tick(t1);
-    let w2 = writes(&mut m);
     assert_eq!(w2.iter().map(cidr_of).collect::<Vec<_>>(), [cidr_of(&a)]);
 }
 
@@ -138,8 +219,7 @@ fn a_deletion_timestamp_is_not_enough_to_release() {
     m.tick(t0 + SETTLE);
     assert!(writes(&mut m).is_empty(), "the only slice is still held by a Node being deleted");
     m.node_event(Event::Delete(node("a", &["10.244.0.0/24"])), t0 + SETTLE);
-    m.tick(t0 + SETTLE);
-    assert_eq!(writes(&mut m).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
+    assert_eq!(step(&mut m, t0 + SETTLE).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
 }
 
 #[test]
@@ -160,14 +240,14 @@ fn a_waiting_node_is_served_as_soon_as_a_slice_is_freed() {
     restore(&mut m, &[node("a", &["10.244.0.0/24"])], t0);
     m.node_event(Event::Apply(node("b", &[])), t0);
     m.tick(t0 + SETTLE);
-    let effects = m.take_effects();
+    let effects = effects(&mut m);
     assert!(effects.iter().any(|e| matches!(e, Effect::Warn(w) if w.reason == "CIDRNotAvailable")), "{effects:?}");
     assert_eq!(m.snapshot().waiting, [("b".to_string(), vec!["default".to_string()])]);
     // Long before b's backoff ends, a leaves: b is planned on the next tick.
     let t1 = t0 + SETTLE + Duration::from_millis(1);
     m.node_event(Event::Delete(node("a", &["10.244.0.0/24"])), t1);
+    assert_eq!(step(&mut m, t1).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
     assert_eq!(m.tick(t1), None);
-    assert_eq!(writes(&mut m).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
 }
 
 #[test]
@@ -188,10 +268,127 @@ fn a_failed_write_is_retried_with_backoff_and_counts_once_written() {
     let again = writes(&mut m);
     assert_eq!(again.iter().map(cidr_of).collect::<Vec<_>>(), [cidr_of(&p)]);
     m.written(again[0].clone(), done(true, Ok(())), t1 + Duration::from_secs(1));
-    let effects = m.take_effects();
+    let effects = effects(&mut m);
     assert!(
         effects.iter().any(|e| matches!(e, Effect::Assigned { node, seconds } if node == "a" && *seconds >= 1.0)),
         "{effects:?}"
     );
     assert_eq!(m.tick(t1 + Duration::from_secs(10)), None, "nothing left to do");
+}
+
+fn node_uid(name: &str, uid: &str, cidrs: &[&str]) -> Node {
+    let mut n = node(name, cidrs);
+    n.metadata.uid = Some(uid.into());
+    n
+}
+
+/// What a machine decided at `now`: record writes (not carried out yet) and Node writes.
+fn decide(m: &mut Machine, now: Instant) -> (Vec<podcidr::operator::controller::Commit>, Vec<Plan>) {
+    m.tick(now);
+    let mut commits = Vec::new();
+    let mut plans = Vec::new();
+    for e in m.take_effects() {
+        match e {
+            Effect::Commit(c) => commits.push(c),
+            Effect::Write(p) => plans.push(p),
+            _ => {}
+        }
+    }
+    (commits, plans)
+}
+
+fn commit_all(m: &mut Machine, commits: Vec<podcidr::operator::controller::Commit>, now: Instant) {
+    for c in commits {
+        let res = RECORD.with(|r| r.borrow_mut().write(c.object.clone()));
+        m.committed(c, res, now);
+    }
+}
+
+#[test]
+fn two_writers_from_stale_views_never_record_one_cidr_for_two_nodes() {
+    let t0 = Instant::now();
+    let mut a = machine("10.244.0.0/16", 24);
+    let mut b = machine("10.244.0.0/16", 24);
+    restore(&mut a, &[], t0);
+    restore(&mut b, &[], t0);
+    // Each sees only its own new node yet: both plan 10.244.0.0/24.
+    a.node_event(Event::Apply(node("x", &[])), t0);
+    b.node_event(Event::Apply(node("y", &[])), t0);
+    let (ca, wa) = decide(&mut a, t0 + SETTLE);
+    let (cb, wb) = decide(&mut b, t0 + SETTLE);
+    assert!(wa.is_empty() && wb.is_empty(), "no Node is written before the record says so");
+    commit_all(&mut a, ca, t0 + SETTLE);
+    commit_all(&mut b, cb, t0 + SETTLE);
+    // a won; b lost the race, read the block again and plans y afresh.
+    let x = writes(&mut a);
+    let y = step(&mut b, t0 + SETTLE);
+    assert_eq!(
+        x.iter().map(|p| (p.node.clone(), cidr_of(p))).collect::<Vec<_>>(),
+        [("x".into(), "10.244.0.0/24".into())]
+    );
+    assert_eq!(
+        y.iter().map(|p| (p.node.clone(), cidr_of(p))).collect::<Vec<_>>(),
+        [("y".into(), "10.244.1.0/24".into())]
+    );
+    let holders = RECORD.with(|r| r.borrow().holders());
+    assert_eq!(holders.get("10.244.0.0/24").map(String::as_str), Some("x"));
+    assert_eq!(holders.get("10.244.1.0/24").map(String::as_str), Some("y"));
+}
+
+#[test]
+fn a_node_created_again_under_its_name_is_not_given_the_gone_nodes_cidr_by_a_writer_that_missed_the_delete() {
+    let t0 = Instant::now();
+    let mut a = machine("10.244.0.0/23", 24);
+    restore(&mut a, &[], t0);
+    a.node_event(Event::Apply(node_uid("x", "uid-1", &[])), t0);
+    let w = step(&mut a, t0 + SETTLE);
+    assert_eq!(w.iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
+    a.written(w[0].clone(), done(true, Ok(())), t0 + SETTLE);
+    // b starts now: x (uid-1) holds 10.244.0.0/24, as recorded.
+    let mut b = machine("10.244.0.0/23", 24);
+    restore(&mut b, &[node_uid("x", "uid-1", &["10.244.0.0/24"])], t0);
+    assert!(writes(&mut b).is_empty());
+    // x is deleted and created again; a sees both, b only the new object. z joins; a serves it.
+    let t1 = t0 + Duration::from_secs(1);
+    a.node_event(Event::Delete(node_uid("x", "uid-1", &["10.244.0.0/24"])), t1);
+    step(&mut a, t1);
+    a.node_event(Event::Apply(node_uid("z", "uid-z", &[])), t1);
+    let wz = step(&mut a, t1 + SETTLE);
+    assert_eq!(wz.iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.1.0/24"]);
+    a.node_event(Event::Apply(node_uid("x", "uid-2", &[])), t1 + SETTLE);
+    b.node_event(Event::Apply(node_uid("x", "uid-2", &[])), t1 + SETTLE);
+    // b learns nothing else; it must not hand the new x the old x's 10.244.0.0/24 on its own
+    // say: whatever it writes, the record gives the new x.
+    let wb = step(&mut b, t1 + SETTLE * 2);
+    let wa = step(&mut a, t1 + SETTLE * 2);
+    let holders = RECORD.with(|r| r.borrow().holders());
+    for p in wb.iter().chain(&wa) {
+        assert_eq!(p.node_uid.as_deref(), Some("uid-2"));
+        assert_eq!(holders.get(&cidr_of(p)).map(String::as_str), Some("x"), "{p:?} not in the record {holders:?}");
+    }
+    assert_eq!(holders.get("10.244.1.0/24").map(String::as_str), Some("z"));
+    assert_eq!(holders.len(), 2, "{holders:?}");
+}
+
+#[test]
+fn a_refused_write_gives_the_planned_cidr_back_at_once() {
+    let t0 = Instant::now();
+    let mut m = machine("10.244.0.0/23", 24);
+    restore(&mut m, &[], t0);
+    m.node_event(Event::Apply(node("a", &[])), t0);
+    let w = step(&mut m, t0 + SETTLE);
+    assert_eq!(w.iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.0.0/24"]);
+    // Meanwhile someone else set a's CIDRs: the API refuses ours with 422.
+    let theirs = node("a", &["192.168.7.0/24"]);
+    let refused = Failure::Invalid { message: "field is immutable".into(), node: Some(Box::new(theirs)) };
+    m.written(w[0].clone(), done(false, Err(refused)), t0 + SETTLE);
+    step(&mut m, t0 + SETTLE);
+    // Both slices of the pool serve the next two nodes.
+    m.node_event(Event::Apply(node("b", &[])), t0 + SETTLE);
+    m.node_event(Event::Apply(node("c", &[])), t0 + SETTLE);
+    let mut got: Vec<String> = step(&mut m, t0 + SETTLE * 2).iter().map(cidr_of).collect();
+    got.sort();
+    assert_eq!(got, ["10.244.0.0/24", "10.244.1.0/24"]);
+    let holders = RECORD.with(|r| r.borrow().holders());
+    assert_eq!(holders.get("192.168.7.0/24").map(String::as_str), Some("a"), "adopted: {holders:?}");
 }

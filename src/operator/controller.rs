@@ -36,6 +36,7 @@ use super::events::{self, Events, Warning};
 use super::flags::Settings;
 use super::http::Readiness;
 use super::metrics::Metrics;
+use super::record::{self, Holder, PodCIDRBlock};
 use super::targets::{self, CiliumWrite, Failure, Outcome, Plan};
 
 /// First retry delay; doubled per attempt up to `--max-retry-backoff`.
@@ -69,6 +70,8 @@ pub enum Input {
     Node(Result<Event<Node>, watcher::Error>),
     Cilium(Result<Event<DynamicObject>, watcher::Error>),
     Written(Box<Plan>, Outcome),
+    Block(Result<Event<PodCIDRBlock>, watcher::Error>),
+    Committed(Box<Commit>, CommitResult),
     /// The pool set changed (flags and PodCIDRPools); the answer carries the problems.
     Pools(PoolSet, tokio::sync::oneshot::Sender<Vec<PoolProblem>>),
     /// The PodCIDRPools are listed (or there is no CRD): part of the restore.
@@ -95,7 +98,9 @@ pub struct Snapshot {
     pub waiting: Vec<(String, Vec<String>)>,
 }
 
-/// What the machine asks the executor to do.
+/// What the machine asks the executor to do. (Each is moved to the executor once; boxing the
+/// record write would only add an allocation.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Effect {
     /// Write a node's CIDRs to its targets; the outcome comes back with [`Machine::written`].
@@ -106,6 +111,56 @@ pub enum Effect {
     Ready,
     /// A node got its CIDRs, this long after it was first seen.
     Assigned { node: String, seconds: f64 },
+    /// Write a block of the allocation record, with its resourceVersion as precondition (none:
+    /// create it); the result comes back with [`Machine::committed`].
+    Commit(Commit),
+}
+
+/// A write of one block of the allocation record.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub block: IpNet,
+    pub object: PodCIDRBlock,
+}
+
+/// How a record write ended.
+#[derive(Debug, Clone)]
+pub enum CommitResult {
+    /// Written: the object as stored.
+    Written(PodCIDRBlock),
+    /// 409 (changed, or created meanwhile) or 404: the block as it is now.
+    Conflict(Option<PodCIDRBlock>),
+    /// Anything else: try again later.
+    Retry { code: String, message: String },
+}
+
+/// One block of the record: as last read or written, and the changes this process wants.
+#[derive(Debug, Clone, Default)]
+struct BlockState {
+    resource_version: Option<String>,
+    entries: BTreeMap<IpNet, Holder>,
+    add: BTreeMap<IpNet, Holder>,
+    remove: BTreeSet<IpNet>,
+    /// The changes of the write in flight.
+    in_flight: Option<(BTreeMap<IpNet, Holder>, BTreeSet<IpNet>)>,
+    attempts: u32,
+    next: Option<Instant>,
+}
+
+/// Whether the record gives a node the CIDRs of a plan.
+#[derive(Debug, PartialEq, Eq)]
+enum Claim {
+    Recorded,
+    /// Entries are on their way to the record.
+    Staged,
+    /// An entry of a gone node of the same name is being removed first.
+    Wait,
+    /// The record gives a CIDR to another node: plan again.
+    Lost,
+}
+
+fn same_holder(h: &Holder, name: &str, uid: &str) -> bool {
+    h.node == name && (h.uid == uid || h.uid.is_empty() || uid.is_empty())
 }
 
 /// The targets the machine writes and how long it waits at most between attempts.
@@ -154,8 +209,8 @@ struct Track {
     in_flight: bool,
     /// No pool could serve it: woken at once when room appears.
     waiting: Option<Vec<String>>,
-    /// CIDRs handed out here and not yet written anywhere.
-    unwritten: bool,
+    /// A plan waiting for its CIDRs to be committed to the record.
+    awaiting: Option<Plan>,
 }
 
 /// Progress of a watcher's (re)list.
@@ -178,6 +233,11 @@ pub struct Machine {
     restored: bool,
     pools_listed: bool,
     deleted_pools: Vec<PoolSpec>,
+    /// The allocation record, by block.
+    blocks: BTreeMap<IpNet, BlockState>,
+    block_list: Listing,
+    /// Committed entries by node name.
+    recorded: BTreeMap<String, BTreeSet<IpNet>>,
     /// (node, CIDR) already reported as foreign or conflicting.
     reported: BTreeSet<(String, IpNet)>,
     /// The counts changed since [`Machine::take_dirty`].
@@ -205,6 +265,9 @@ impl Machine {
             restored: false,
             pools_listed: false,
             deleted_pools: Vec::new(),
+            blocks: BTreeMap::new(),
+            block_list: Listing::default(),
+            recorded: BTreeMap::new(),
             reported: BTreeSet::new(),
             dirty: true,
             effects: Vec::new(),
@@ -283,8 +346,16 @@ impl Machine {
             deleting: node.metadata.deletion_timestamp.is_some(),
             pool: node.annotations().get(super::crd::POOL_ANNOTATION).cloned(),
         };
+        if let Some(old) = self.nodes.get(&name)
+            && old.uid.is_some()
+            && old.uid != obs.uid
+        {
+            // Deleted and created again between two looks: the old one is gone.
+            self.node_gone(&name, now);
+        }
         self.occupy(&name, &obs.cidrs.clone(), obs.uid.as_deref());
         self.nodes.insert(name.clone(), obs);
+        self.reconcile_record(&name);
         self.touch(&name, now);
     }
 
@@ -298,6 +369,7 @@ impl Machine {
         self.occupy(&name, &cidrs, uid.as_deref());
         self.cilium
             .insert(name.clone(), CiliumObs { cidrs, resource_version: cn.resource_version().unwrap_or_default() });
+        self.reconcile_record(&name);
         self.touch(&name, now);
     }
 
@@ -319,7 +391,7 @@ impl Machine {
                 next: now + SETTLE,
                 in_flight: false,
                 waiting: None,
-                unwritten: false,
+                awaiting: None,
             });
         } else if self.track.get(name).is_some_and(|t| !t.in_flight) {
             self.track.remove(name);
@@ -335,6 +407,20 @@ impl Machine {
             return; // judged again when the write reports
         }
         self.track.remove(name);
+        // Its entries leave the record first; the CIDRs are free once that is written.
+        let mut in_record = false;
+        for st in self.blocks.values_mut() {
+            st.add.retain(|_, h| h.node != name);
+        }
+        for c in self.recorded.get(name).cloned().unwrap_or_default() {
+            if let Some(st) = self.blocks.get_mut(&record::block_of(&c)) {
+                st.remove.insert(c);
+                in_record = true;
+            }
+        }
+        if in_record {
+            return;
+        }
         let freed = self.alloc.release(name);
         self.reported.retain(|(n, _)| n != name);
         if !freed.is_empty() {
@@ -365,10 +451,36 @@ impl Machine {
     }
 
     fn listed(&mut self) {
-        if self.restored || !self.node_list.done || !self.cilium_list.done || !self.pools_listed {
+        if self.restored
+            || !self.block_list.done
+            || !self.node_list.done
+            || !self.cilium_list.done
+            || !self.pools_listed
+        {
             return;
         }
         self.restored = true;
+        // The record was listed before the Nodes: an entry was written after its Node was
+        // seen, so a Node missing from the later list (or there under another UID) is gone.
+        let mut stale = Vec::new();
+        for (c, h) in self.blocks.values().flat_map(|st| st.entries.iter()) {
+            let live = match self.nodes.get(&h.node) {
+                Some(n) => h.uid.is_empty() || n.uid.as_deref().is_none_or(|u| u == h.uid),
+                None => self.cfg.ciliumnode_target && self.cilium.contains_key(&h.node),
+            };
+            if !live {
+                stale.push(*c);
+            }
+        }
+        for c in stale {
+            if let Some(st) = self.blocks.get_mut(&record::block_of(&c)) {
+                st.remove.insert(c);
+            }
+        }
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for n in names {
+            self.reconcile_record(&n);
+        }
         self.restore_draining();
         let held: usize = self.alloc.nodes().map(|(_, _, c)| c.len()).sum();
         tracing::info!(
@@ -398,7 +510,11 @@ impl Machine {
             }
         }
         for (node, cidr) in self.alloc.foreign() {
-            let Some(pool) = self.nodes.get(&node).and_then(|n| n.pool.clone()) else { continue };
+            let recorded = self.blocks.get(&record::block_of(&cidr)).and_then(|st| st.entries.get(&cidr));
+            let pool = self.nodes.get(&node).and_then(|n| n.pool.clone());
+            let Some(pool) = pool.or_else(|| recorded.map(|h| h.pool.clone()).filter(|p| !p.is_empty())) else {
+                continue;
+            };
             let Some(spec) = grown.iter_mut().find(|p| p.name == pool) else { continue };
             let fam = match cidr {
                 IpNet::V4(_) => spec.ipv4.as_mut(),
@@ -486,39 +602,121 @@ impl Machine {
     // -----------------------------------------------------------------------------------------
     // Decisions
 
-    /// The allocation made here was never written, but a target holds other CIDRs now: give
-    /// ours back and hold theirs.
-    fn drop_unwritten_if_superseded(&mut self, name: &str, now: Instant) {
-        if !self.track.get(name).is_some_and(|t| t.unwritten) {
-            return;
-        }
-        let mut observed: Vec<IpNet> = self.nodes.get(name).map(|n| n.cidrs.clone()).unwrap_or_default();
-        if let Some(c) = self.cilium.get(name) {
-            for n in &c.cidrs {
-                if !observed.contains(n) {
-                    observed.push(*n);
-                }
+    /// The CIDRs a node's objects hold (Node, then CiliumNode).
+    fn observed_cidrs(&self, name: &str) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = self.nodes.get(name).map(|n| n.cidrs.clone()).unwrap_or_default();
+        for c in self.cilium.get(name).map(|c| c.cidrs.as_slice()).unwrap_or_default() {
+            if !out.contains(c) {
+                out.push(*c);
             }
         }
-        if observed.is_empty() {
+        out
+    }
+
+    fn uid_of(&self, name: &str) -> String {
+        self.nodes.get(name).and_then(|n| n.uid.clone()).unwrap_or_default()
+    }
+
+    /// Bring the record in step with a live node's objects: a CIDR they hold that the record
+    /// does not have is adopted; an entry of this name that is not theirs (a gone node's UID,
+    /// or ours after someone else set other CIDRs) is removed. Nothing before the restore.
+    fn reconcile_record(&mut self, name: &str) {
+        if !self.restored {
             return;
         }
-        let held: Vec<IpNet> = self.alloc.holds(name).map(|(_, c)| c.to_vec()).unwrap_or_default();
-        if held.iter().any(|c| !observed.contains(c)) {
-            tracing::info!(node = name, "a target got other CIDRs meanwhile: adopting those, giving back ours");
-            self.alloc.release(name);
-            let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
-            self.occupy(name, &observed, uid.as_deref());
-            self.wake_waiting(now);
+        let Some(node) = self.nodes.get(name) else { return };
+        let uid = node.uid.clone().unwrap_or_default();
+        let held = self.observed_cidrs(name);
+        let pool = self.alloc.holds(name).map(|(p, _)| p.to_string()).unwrap_or_default();
+        for c in &held {
+            let st = self.blocks.entry(record::block_of(c)).or_default();
+            let sent = st.in_flight.as_ref().is_some_and(|(a, _)| a.contains_key(c));
+            if !st.entries.contains_key(c) && !st.add.contains_key(c) && !sent {
+                st.add.insert(*c, Holder { node: name.to_string(), uid: uid.clone(), pool: pool.clone() });
+            }
         }
-        if let Some(t) = self.track.get_mut(name) {
-            t.unwritten = false;
+        for c in self.recorded.get(name).cloned().unwrap_or_default() {
+            let Some(st) = self.blocks.get_mut(&record::block_of(&c)) else { continue };
+            let Some(h) = st.entries.get(&c) else { continue };
+            let stale = !h.uid.is_empty() && !uid.is_empty() && h.uid != uid;
+            if stale || (!held.is_empty() && !held.contains(&c)) {
+                st.remove.insert(c);
+            }
         }
+    }
+
+    /// What `name` holds, from its objects and the record, and nothing else: after it lost a
+    /// race or entries of it left the record.
+    fn resync(&mut self, name: &str, now: Instant) {
+        let uid = self.uid_of(name);
+        let mut cidrs = self.observed_cidrs(name);
+        let ours = |h: &Holder| same_holder(h, name, &uid);
+        for c in self.recorded.get(name).into_iter().flatten() {
+            if self.blocks.get(&record::block_of(c)).and_then(|st| st.entries.get(c)).is_some_and(ours) {
+                cidrs.push(*c);
+            }
+        }
+        for st in self.blocks.values() {
+            let sent = st.in_flight.iter().flat_map(|(a, _)| a.iter());
+            cidrs.extend(st.add.iter().chain(sent).filter(|(_, h)| ours(h)).map(|(c, _)| *c));
+        }
+        cidrs.sort();
+        cidrs.dedup();
+        let before: Vec<IpNet> = self.alloc.holds(name).map(|(_, c)| c.to_vec()).unwrap_or_default();
+        let mut sorted = before.clone();
+        sorted.sort();
+        if sorted == cidrs {
+            return;
+        }
+        self.alloc.release(name);
+        self.reported.retain(|(n, _)| n != name);
+        let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
+        self.occupy(name, &cidrs, uid.as_deref());
+        let freed: Vec<String> = before.iter().filter(|c| !cidrs.contains(c)).map(ToString::to_string).collect();
+        if !freed.is_empty() {
+            tracing::info!(node = name, cidrs = ?freed, "CIDRs released (out of the record)");
+        }
+        self.dirty = true;
+        self.wake_waiting(now);
+    }
+
+    /// Does the record give `name` these CIDRs? Stages the entries it lacks.
+    fn claim(&mut self, name: &str, uid: &str, pool: &str, cidrs: &[IpNet]) -> Claim {
+        let mut verdict = Claim::Recorded;
+        let mut stage = Vec::new();
+        for c in cidrs {
+            let st = self.blocks.entry(record::block_of(c)).or_default();
+            let sent = st.in_flight.as_ref().and_then(|(a, _)| a.get(c));
+            let mine = |h: &Holder| same_holder(h, name, uid);
+            let v = match st.entries.get(c) {
+                Some(h) if mine(h) && !st.remove.contains(c) => Claim::Recorded,
+                Some(h) if h.node == name || st.remove.contains(c) => Claim::Wait,
+                Some(_) => Claim::Lost,
+                None if st.add.get(c).is_some_and(mine) || sent.is_some_and(mine) => Claim::Staged,
+                None => {
+                    stage.push(*c);
+                    Claim::Staged
+                }
+            };
+            verdict = match (verdict, v) {
+                (Claim::Lost, _) | (_, Claim::Lost) => Claim::Lost,
+                (Claim::Wait, _) | (_, Claim::Wait) => Claim::Wait,
+                (Claim::Staged, _) | (_, Claim::Staged) => Claim::Staged,
+                _ => Claim::Recorded,
+            };
+        }
+        if verdict == Claim::Staged {
+            for c in stage {
+                let h = Holder { node: name.to_string(), uid: uid.to_string(), pool: pool.to_string() };
+                self.blocks.entry(record::block_of(&c)).or_default().add.insert(c, h);
+            }
+        }
+        verdict
     }
 
     /// Decide the write for one tracked node.
     fn plan(&mut self, name: &str, now: Instant) {
-        self.drop_unwritten_if_superseded(name, now);
+        self.reconcile_record(name);
         if !self.needs_write(name) {
             self.track.remove(name);
             return;
@@ -538,16 +736,15 @@ impl Machine {
             }
         };
         let pool_of = |alloc: &Allocator| alloc.holds(name).map(|(p, _)| p.to_string()).unwrap_or_default();
-        let (pool, cidrs, fresh) = if !node.cidrs.is_empty() {
-            (pool_of(&self.alloc), node.cidrs.clone(), false)
+        let (pool, cidrs) = if !node.cidrs.is_empty() {
+            (pool_of(&self.alloc), node.cidrs.clone())
         } else if let Some(c) = cilium.as_ref().filter(|c| !c.cidrs.is_empty()) {
-            (pool_of(&self.alloc), c.cidrs.clone(), false)
+            (pool_of(&self.alloc), c.cidrs.clone())
         } else {
-            let had = self.alloc.holds(name).is_some();
             match self.alloc.allocate(name, &node.labels) {
                 Ok(a) => {
                     self.dirty = true;
-                    (a.pool, a.cidrs, !had)
+                    (a.pool, a.cidrs)
                 }
                 Err(na) => {
                     let cap = self.cfg.max_backoff;
@@ -572,6 +769,8 @@ impl Machine {
                 }
             }
         };
+        let uid = node.uid.clone().unwrap_or_default();
+        let claim = self.claim(name, &uid, &pool, &cidrs);
         let plan = Plan {
             node: name.to_string(),
             node_uid: node.uid.clone(),
@@ -580,13 +779,242 @@ impl Machine {
             patch_node: node_needs,
             ciliumnode: cilium_write,
         };
+        let cap = self.cfg.max_backoff;
         let Some(t) = self.track.get_mut(name) else { return };
-        t.in_flight = true;
         t.waiting = None;
-        if fresh {
-            t.unwritten = true;
+        match claim {
+            Claim::Recorded => {
+                t.in_flight = true;
+                self.effects.push(Effect::Write(plan));
+            }
+            Claim::Staged => {
+                t.in_flight = true;
+                t.awaiting = Some(plan);
+            }
+            Claim::Wait => {
+                t.attempts += 1;
+                t.next = now + backoff(t.attempts, cap);
+            }
+            Claim::Lost => {
+                t.next = now;
+                tracing::info!(node = name, "another writer recorded these CIDRs first: planning again");
+                self.resync(name, now);
+            }
         }
-        self.effects.push(Effect::Write(plan));
+    }
+
+    /// A plan lost its CIDRs to another writer's record entry: plan it again.
+    fn lose(&mut self, name: &str, now: Instant) {
+        for st in self.blocks.values_mut() {
+            st.add.retain(|_, h| h.node != name);
+        }
+        if let Some(t) = self.track.get_mut(name) {
+            t.awaiting = None;
+            t.in_flight = false;
+            t.next = now;
+        }
+        tracing::info!(node = name, "another writer recorded these CIDRs first: planning again");
+        self.resync(name, now);
+    }
+
+    /// Write every plan whose CIDRs the record now gives its node.
+    fn materialise(&mut self, now: Instant) {
+        let waiting: Vec<(String, Plan)> =
+            self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.awaiting.clone()?))).collect();
+        for (name, plan) in waiting {
+            let uid = plan.node_uid.clone().unwrap_or_default();
+            match self.claim(&name, &uid, &plan.pool, &plan.cidrs) {
+                Claim::Recorded => {
+                    if let Some(t) = self.track.get_mut(&name) {
+                        t.awaiting = None;
+                    }
+                    self.effects.push(Effect::Write(plan));
+                }
+                Claim::Staged => {}
+                Claim::Wait | Claim::Lost => self.lose(&name, now),
+            }
+        }
+    }
+
+    /// A block as the API has it now: what others recorded is occupied; an entry of ours that
+    /// someone else's took the place of is lost.
+    fn set_block(&mut self, block: IpNet, obj: Option<&PodCIDRBlock>, now: Instant) {
+        let (entries, bad) = obj.map(record::entries).unwrap_or_default();
+        if !bad.is_empty() {
+            tracing::warn!(block = %block, "ignoring unparsable entries {bad:?} of the allocation record");
+        }
+        let st = self.blocks.entry(block).or_default();
+        st.resource_version = obj.and_then(|o| o.metadata.resource_version.clone());
+        let old = std::mem::replace(&mut st.entries, entries.clone());
+        let mut touched: BTreeSet<String> = BTreeSet::new();
+        for (c, h) in &old {
+            if entries.get(c) != Some(h) {
+                if let Some(set) = self.recorded.get_mut(&h.node) {
+                    set.remove(c);
+                    if set.is_empty() {
+                        self.recorded.remove(&h.node);
+                    }
+                }
+                touched.insert(h.node.clone());
+            }
+        }
+        let mut lost = Vec::new();
+        let st = &self.blocks[&block];
+        for (c, h) in &entries {
+            self.recorded.entry(h.node.clone()).or_default().insert(*c);
+            if let Some(mine) = st.add.get(c)
+                && mine != h
+            {
+                lost.push(mine.node.clone());
+            }
+            if old.get(c) != Some(h) {
+                touched.insert(h.node.clone());
+            }
+        }
+        for n in lost {
+            self.lose(&n, now);
+        }
+        let st = &self.blocks[&block];
+        // Another writer's allocations: occupied now (unless one of ours in flight claims the
+        // same CIDR; its result settles that).
+        let others: Vec<(String, IpNet)> = entries
+            .iter()
+            .filter(|(c, h)| !st.in_flight.as_ref().is_some_and(|(a, _)| a.get(c).is_some_and(|m| m != *h)))
+            .filter(|(c, h)| self.alloc.holds(&h.node).is_none_or(|(_, held)| !held.contains(c)))
+            .map(|(c, h)| (h.node.clone(), *c))
+            .collect();
+        for (n, c) in others {
+            let uid = self.nodes.get(&n).and_then(|o| o.uid.clone());
+            self.occupy(&n, &[c], uid.as_deref());
+        }
+        for n in touched {
+            self.resync(&n, now);
+        }
+    }
+
+    /// A PodCIDRBlock watch event.
+    pub fn block_event(&mut self, ev: Event<PodCIDRBlock>, now: Instant) {
+        let block_of_obj = |b: &PodCIDRBlock| b.spec.cidr.parse::<IpNet>().ok().map(|n| n.trunc());
+        match ev {
+            Event::Init => self.block_list.seen = Some(BTreeSet::new()),
+            Event::InitApply(b) | Event::Apply(b) => {
+                let Some(block) = block_of_obj(&b) else {
+                    tracing::warn!(name = %b.name_any(), "ignoring a PodCIDRBlock whose spec.cidr does not parse");
+                    return;
+                };
+                if let Some(s) = self.block_list.seen.as_mut() {
+                    s.insert(record::block_name(&block));
+                }
+                self.set_block(block, Some(&b), now);
+            }
+            Event::Delete(b) => {
+                if let Some(block) = block_of_obj(&b) {
+                    self.set_block(block, None, now);
+                }
+            }
+            Event::InitDone => {
+                let seen = self.block_list.seen.take().unwrap_or_default();
+                let gone: Vec<IpNet> = self
+                    .blocks
+                    .iter()
+                    .filter(|(b, st)| st.resource_version.is_some() && !seen.contains(&record::block_name(b)))
+                    .map(|(b, _)| *b)
+                    .collect();
+                for b in gone {
+                    self.set_block(b, None, now);
+                }
+                self.block_list.done = true;
+                self.listed();
+            }
+        }
+    }
+
+    /// A record write decided here has ended.
+    pub fn committed(&mut self, commit: Commit, result: CommitResult, now: Instant) {
+        let block = commit.block;
+        let Some((sent_add, sent_remove)) = self.blocks.get_mut(&block).and_then(|st| st.in_flight.take()) else {
+            return;
+        };
+        match result {
+            CommitResult::Written(obj) => {
+                if let Some(st) = self.blocks.get_mut(&block) {
+                    st.attempts = 0;
+                    st.next = None;
+                }
+                self.set_block(block, Some(&obj), now);
+            }
+            CommitResult::Conflict(cur) => {
+                self.set_block(block, cur.as_ref(), now);
+                let st = self.blocks.entry(block).or_default();
+                let mut lost = Vec::new();
+                for (c, h) in sent_add {
+                    match st.entries.get(&c) {
+                        Some(x) if *x == h => {}
+                        Some(_) => lost.push(h.node),
+                        None => {
+                            st.add.entry(c).or_insert(h);
+                        }
+                    }
+                }
+                for c in sent_remove {
+                    if st.entries.contains_key(&c) {
+                        st.remove.insert(c);
+                    }
+                }
+                for n in lost {
+                    self.lose(&n, now);
+                }
+            }
+            CommitResult::Retry { code, message } => {
+                let cap = self.cfg.max_backoff;
+                let st = self.blocks.entry(block).or_default();
+                for (c, h) in sent_add {
+                    st.add.entry(c).or_insert(h);
+                }
+                st.remove.extend(sent_remove);
+                st.attempts += 1;
+                let wait = backoff(st.attempts, cap);
+                st.next = Some(now + wait);
+                tracing::warn!(block = %block, code = %code, "writing the allocation record failed, retrying in {wait:?}: {message}");
+            }
+        }
+        self.materialise(now);
+    }
+
+    /// Write each block with changes and no write in flight.
+    fn flush(&mut self, now: Instant) {
+        let mut lost = Vec::new();
+        for (block, st) in self.blocks.iter_mut() {
+            if st.in_flight.is_some() || (st.add.is_empty() && st.remove.is_empty()) || st.next.is_some_and(|t| t > now)
+            {
+                continue;
+            }
+            let mut desired = st.entries.clone();
+            let remove = std::mem::take(&mut st.remove);
+            for c in &remove {
+                desired.remove(c);
+            }
+            let mut add = BTreeMap::new();
+            for (c, h) in std::mem::take(&mut st.add) {
+                match desired.get(&c) {
+                    Some(x) if *x == h => {}
+                    Some(_) => lost.push(h.node),
+                    None => {
+                        desired.insert(c, h.clone());
+                        add.insert(c, h);
+                    }
+                }
+            }
+            if desired == st.entries {
+                continue;
+            }
+            let object = record::object(block, st.resource_version.as_deref(), &desired);
+            st.in_flight = Some((add, remove));
+            self.effects.push(Effect::Commit(Commit { block: *block, object }));
+        }
+        for n in lost {
+            self.lose(&n, now);
+        }
     }
 
     /// A write decided here has ended.
@@ -608,9 +1036,6 @@ impl Machine {
             return;
         };
         t.in_flight = false;
-        if outcome.node_written || outcome.ciliumnode_written {
-            t.unwritten = false;
-        }
         let cidrs: Vec<String> = plan.cidrs.iter().map(ToString::to_string).collect();
         match outcome.result {
             Ok(()) => {
@@ -667,7 +1092,9 @@ impl Machine {
         for name in due {
             self.plan(&name, now);
         }
-        self.track.values().filter(|t| !t.in_flight).map(|t| t.next).min()
+        self.flush(now);
+        let retry = self.blocks.values().filter(|st| st.in_flight.is_none()).filter_map(|st| st.next);
+        self.track.values().filter(|t| !t.in_flight).map(|t| t.next).chain(retry).min()
     }
 }
 
@@ -675,6 +1102,8 @@ impl Machine {
 pub struct Controller {
     sh: Shared,
     machine: Machine,
+    /// Nodes and CiliumNodes are watched once the record is listed (see [`Machine::block_event`]).
+    watching_nodes: bool,
     published: BTreeSet<(String, String)>,
     tx: mpsc::UnboundedSender<Input>,
     writes: Arc<Semaphore>,
@@ -683,7 +1112,14 @@ pub struct Controller {
 impl Controller {
     pub fn new(sh: Shared, tx: mpsc::UnboundedSender<Input>) -> Self {
         let machine = Machine::new(Config::from(sh.settings.as_ref()));
-        Self { sh, machine, published: BTreeSet::new(), tx, writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)) }
+        Self {
+            sh,
+            machine,
+            watching_nodes: false,
+            published: BTreeSet::new(),
+            tx,
+            writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
+        }
     }
 
     fn handle(&mut self, input: Input, now: Instant) {
@@ -691,6 +1127,21 @@ impl Controller {
         match input {
             Input::Node(Ok(ev)) => m.node_event(ev, now),
             Input::Cilium(Ok(ev)) => m.cilium_event(ev, now),
+            Input::Block(Ok(ev)) => {
+                let listed = matches!(ev, Event::InitDone);
+                m.block_event(ev, now);
+                if listed && !self.watching_nodes {
+                    self.watching_nodes = true;
+                    watch_nodes(&self.sh, &self.tx);
+                }
+            }
+            Input::Committed(commit, result) => {
+                if let CommitResult::Retry { code, .. } = &result {
+                    self.sh.metrics.api_error(code);
+                }
+                m.committed(*commit, result, now);
+            }
+            Input::Block(Err(e)) => self.watch_error("podcidrblocks.podcidr.io", &e),
             Input::Node(Err(e)) => self.watch_error("nodes", &e),
             Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
             Input::Written(plan, outcome) => {
@@ -736,6 +1187,16 @@ impl Controller {
                         let _permit = sem.acquire_owned().await;
                         let outcome = targets::execute(&client, &plan).await;
                         let _ = tx.send(Input::Written(Box::new(plan), outcome));
+                    });
+                }
+                Effect::Commit(commit) => {
+                    let client = self.sh.client.clone();
+                    let tx = self.tx.clone();
+                    let sem = self.writes.clone();
+                    tokio::spawn(async move {
+                        let _permit = sem.acquire_owned().await;
+                        let result = commit_block(&client, &commit).await;
+                        let _ = tx.send(Input::Committed(Box::new(commit), result));
                     });
                 }
                 Effect::Warn(w) => self.sh.events.warn(w.regarding, w.reason, w.action, w.note),
@@ -800,8 +1261,29 @@ where
 }
 
 /// Start the watchers and run the controller (never returns in normal operation).
-pub async fn run(sh: Shared, extra: impl FnOnce(mpsc::UnboundedSender<Input>)) {
-    let (tx, rx) = mpsc::unbounded_channel();
+/// Write one block of the record with its resourceVersion as precondition.
+async fn commit_block(client: &Client, commit: &Commit) -> CommitResult {
+    use kube::api::PostParams;
+    let api: Api<PodCIDRBlock> = Api::all(client.clone());
+    let pp = PostParams { field_manager: Some(targets::FIELD_MANAGER.into()), ..Default::default() };
+    let name = record::block_name(&commit.block);
+    let res = if commit.object.metadata.resource_version.is_none() {
+        targets::timed(api.create(&pp, &commit.object)).await
+    } else {
+        targets::timed(api.replace(&name, &pp, &commit.object)).await
+    };
+    match res {
+        Ok(obj) => CommitResult::Written(obj),
+        Err((code, _)) if code == "409" || code == "404" => match targets::timed(api.get_opt(&name)).await {
+            Ok(cur) => CommitResult::Conflict(cur),
+            Err((code, message)) => CommitResult::Retry { code, message },
+        },
+        Err((code, message)) => CommitResult::Retry { code, message },
+    }
+}
+
+/// Watch Nodes (and CiliumNodes with that target).
+fn watch_nodes(sh: &Shared, tx: &mpsc::UnboundedSender<Input>) {
     let cfg = watcher::Config::default();
     let nodes: Api<Node> = Api::all(sh.client.clone());
     let node_stream = watcher::watcher(nodes, cfg.clone()).default_backoff().map(|ev| {
@@ -832,11 +1314,22 @@ pub async fn run(sh: Shared, extra: impl FnOnce(mpsc::UnboundedSender<Input>)) {
         });
         forward(stream, tx.clone(), Input::Cilium);
     }
+}
+
+/// Start the watchers and run the controller (never returns in normal operation). The record
+/// is listed first, then the Nodes: see [`Machine::block_event`].
+pub async fn run(sh: Shared, extra: impl FnOnce(mpsc::UnboundedSender<Input>)) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let blocks: Api<PodCIDRBlock> = Api::all(sh.client.clone());
+    let stream = watcher::watcher(blocks, watcher::Config::default())
+        .default_backoff()
+        .map(|ev| ev.map(|e| e.modify(|b| b.metadata.managed_fields = None)));
+    forward(stream, tx.clone(), Input::Block);
     extra(tx.clone());
     tracing::info!(
         node_target = sh.settings.node_target,
         ciliumnode_target = sh.settings.ciliumnode_target,
-        "restoring: listing every Node{} before assigning anything",
+        "restoring: listing the allocation record, then every Node{}, before assigning anything",
         if sh.settings.ciliumnode_target { " and CiliumNode" } else { "" }
     );
     Controller::new(sh, tx).run(rx).await;

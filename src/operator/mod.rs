@@ -19,6 +19,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
+pub mod record;
 pub mod selector;
 pub mod status;
 pub mod targets;

@@ -112,7 +112,7 @@ pub fn ciliumnode_patch(resource_version: &str, cidrs: &[IpNet]) -> serde_json::
     json!({"metadata": {"resourceVersion": resource_version}, "spec": {"ipam": {"podCIDRs": strs(cidrs)}}})
 }
 
-async fn timed<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, (String, String)> {
+pub async fn timed<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, (String, String)> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err((error_code(&e), api_message(&e))),
