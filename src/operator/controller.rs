@@ -315,7 +315,8 @@ impl Machine {
             match occ {
                 Occupancy::Adopted { .. } => {}
                 Occupancy::Foreign => {
-                    if self.reported.insert((name.to_string(), cidr)) {
+                    // Before the restore is done the pools may not be known yet: judged then.
+                    if self.restored && self.reported.insert((name.to_string(), cidr)) {
                         tracing::warn!(node = name, %cidr, "node holds a CIDR outside every pool: kept as foreign (occupied, never handed out)");
                     }
                 }
@@ -482,6 +483,11 @@ impl Machine {
             self.reconcile_record(&n);
         }
         self.restore_draining();
+        for (node, cidr) in self.alloc.foreign() {
+            if self.reported.insert((node.clone(), cidr)) {
+                tracing::warn!(node = %node, %cidr, "node holds a CIDR outside every pool: kept as foreign (occupied, never handed out)");
+            }
+        }
         let held: usize = self.alloc.nodes().map(|(_, _, c)| c.len()).sum();
         tracing::info!(
             nodes = self.nodes.len(),
@@ -1104,6 +1110,9 @@ pub struct Controller {
     machine: Machine,
     /// Nodes and CiliumNodes are watched once the record is listed (see [`Machine::block_event`]).
     watching_nodes: bool,
+    /// Counts asked for before the restore is done: answered once it is, so that no pool is
+    /// judged empty (and its finalizer removed) on a half-read cluster.
+    stats_asked: Vec<tokio::sync::oneshot::Sender<Snapshot>>,
     published: BTreeSet<(String, String)>,
     tx: mpsc::UnboundedSender<Input>,
     writes: Arc<Semaphore>,
@@ -1116,6 +1125,7 @@ impl Controller {
             sh,
             machine,
             watching_nodes: false,
+            stats_asked: Vec::new(),
             published: BTreeSet::new(),
             tx,
             writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
@@ -1154,9 +1164,7 @@ impl Controller {
                 let _ = reply.send(m.set_pools(pools, now));
             }
             Input::PoolsListed => m.pools_listed(),
-            Input::Stats(reply) => {
-                let _ = reply.send(m.snapshot());
-            }
+            Input::Stats(reply) => self.stats_asked.push(reply),
         }
     }
 
@@ -1177,6 +1185,11 @@ impl Controller {
     }
 
     fn perform(&mut self) {
+        if self.machine.restored() {
+            for reply in self.stats_asked.drain(..) {
+                let _ = reply.send(self.machine.snapshot());
+            }
+        }
         for effect in self.machine.take_effects() {
             match effect {
                 Effect::Write(plan) => {
