@@ -94,6 +94,7 @@ fn rbac_is_least_privilege() {
         rule(&[""], &["events"], &["create", "patch"]),
         rule(&["events.k8s.io"], &["events"], &["create", "patch"]),
         rule(&["podcidr.io"], &["podcidrpools"], &["get", "list", "watch", "create", "update", "patch"]),
+        rule(&["podcidr.io"], &["podcidrblocks"], &["get", "list", "watch", "create", "update"]),
         rule(&["podcidr.io"], &["podcidrpools/status"], &["update", "patch"]),
         rule(&["podcidr.io"], &["podcidrpools/finalizers"], &["update"]),
     ];

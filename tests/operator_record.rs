@@ -116,3 +116,19 @@ fn a_restart_adopts_cidrs_written_by_someone_else_and_restores_from_the_record()
     let c = new["spec"]["podCIDR"].as_str().unwrap();
     assert_eq!(rec.get(c), Some(&("new".to_string(), uid(&new))));
 }
+
+#[test]
+fn record_crd_yaml_is_the_generated_crd() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/operator/record-crd.yaml");
+    let generated = podcidr::operator::record::crd_yaml();
+    if std::env::var_os("PODCIDR_UPDATE_MANIFESTS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    assert!(
+        std::fs::read_to_string(&path).unwrap_or_default() == generated,
+        "conf/operator/record-crd.yaml differs from the PodCIDRBlock type: regenerate it with \
+         PODCIDR_UPDATE_MANIFESTS=1 cargo test --test operator_record"
+    );
+    let rbac = std::fs::read_to_string(path.with_file_name("rbac.yaml")).unwrap();
+    assert!(rbac.contains("podcidrblocks"), "the ClusterRole grants the record");
+}
