@@ -869,7 +869,7 @@ impl Machine {
         for (c, h) in &entries {
             self.recorded.entry(h.node.clone()).or_default().insert(*c);
             if let Some(mine) = st.add.get(c)
-                && mine != h
+                && !same_holder(h, &mine.node, &mine.uid)
             {
                 lost.push(mine.node.clone());
             }
@@ -910,6 +910,15 @@ impl Machine {
                 };
                 if let Some(s) = self.block_list.seen.as_mut() {
                     s.insert(record::block_name(&block));
+                }
+                // A watch event older than what our own write returned would undo entries we
+                // know are there (and free their CIDRs here for a moment).
+                let rv = |v: Option<&String>| v.and_then(|s| s.parse::<u64>().ok());
+                let known = self.blocks.get(&block).and_then(|st| rv(st.resource_version.as_ref()));
+                if let (Some(new), Some(known)) = (rv(b.metadata.resource_version.as_ref()), known)
+                    && new < known
+                {
+                    return;
                 }
                 self.set_block(block, Some(&b), now);
             }
@@ -955,7 +964,7 @@ impl Machine {
                 let mut lost = Vec::new();
                 for (c, h) in sent_add {
                     match st.entries.get(&c) {
-                        Some(x) if *x == h => {}
+                        Some(x) if same_holder(x, &h.node, &h.uid) => {}
                         Some(_) => lost.push(h.node),
                         None => {
                             st.add.entry(c).or_insert(h);
@@ -990,6 +999,7 @@ impl Machine {
     /// Write each block with changes and no write in flight.
     fn flush(&mut self, now: Instant) {
         let mut lost = Vec::new();
+        let mut already = false;
         for (block, st) in self.blocks.iter_mut() {
             if st.in_flight.is_some() || (st.add.is_empty() && st.remove.is_empty()) || st.next.is_some_and(|t| t > now)
             {
@@ -1003,7 +1013,7 @@ impl Machine {
             let mut add = BTreeMap::new();
             for (c, h) in std::mem::take(&mut st.add) {
                 match desired.get(&c) {
-                    Some(x) if *x == h => {}
+                    Some(x) if same_holder(x, &h.node, &h.uid) => {}
                     Some(_) => lost.push(h.node),
                     None => {
                         desired.insert(c, h.clone());
@@ -1012,6 +1022,8 @@ impl Machine {
                 }
             }
             if desired == st.entries {
+                // Someone recorded it all meanwhile: the plans waiting on it can go.
+                already = true;
                 continue;
             }
             let object = record::object(block, st.resource_version.as_deref(), &desired);
@@ -1020,6 +1032,9 @@ impl Machine {
         }
         for n in lost {
             self.lose(&n, now);
+        }
+        if already {
+            self.materialise(now);
         }
     }
 

@@ -148,7 +148,7 @@ mod tests {
         assert_eq!(block_of(&net("10.0.0.0/4")), net("0.0.0.0/0"));
         assert_eq!(block_name(&net("10.244.0.0/16")), "v4-10.244.0.0-16");
         assert_eq!(block_name(&net("fd00:10::/56")), "v6-fd00-10---56");
-        assert_eq!(block_name(&net("::/0")), "v6-----0");
+        assert_eq!(block_name(&net("::/0")), "v6----0");
     }
 
     #[test]
