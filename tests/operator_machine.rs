@@ -93,6 +93,8 @@ fn restore(m: &mut Machine, nodes: &[Node], now: Instant) {
         m.node_event(Event::InitApply(n.clone()), now);
     }
     m.node_event(Event::InitDone, now);
+    m.cilium_event(Event::Init, now);
+    m.cilium_event(Event::InitDone, now);
     m.pools_listed();
 }
 
@@ -160,6 +162,8 @@ fn nothing_is_handed_out_before_every_initial_list_is_in() {
     m.pools_listed();
     assert!(m.tick(t0 + Duration::from_secs(60)).is_none(), "the record is not listed yet");
     m.block_event(Event::InitDone, t0);
+    assert!(m.tick(t0 + Duration::from_secs(60)).is_none(), "CiliumNodes are not listed yet");
+    m.cilium_absent();
     let e = effects(&mut m);
     assert!(e.iter().any(|e| matches!(e, Effect::Ready)), "{e:?}");
     assert!(!e.iter().any(|e| matches!(e, Effect::Write(_))), "{e:?}");
@@ -391,4 +395,37 @@ fn a_refused_write_gives_the_planned_cidr_back_at_once() {
     assert_eq!(got, ["10.244.0.0/24", "10.244.1.0/24"]);
     let holders = RECORD.with(|r| r.borrow().holders());
     assert_eq!(holders.get("192.168.7.0/24").map(String::as_str), Some("a"), "adopted: {holders:?}");
+}
+
+fn ciliumnode(name: &str, cidrs: &[&str]) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
+        "metadata": {"name": name, "resourceVersion": "1"}, "spec": {"ipam": {"podCIDRs": cidrs}}}))
+    .unwrap()
+}
+
+#[test]
+fn with_the_node_target_a_cidr_a_ciliumnode_holds_is_never_handed_to_a_node() {
+    let t0 = Instant::now();
+    let mut m = machine("10.244.0.0/16", 24);
+    m.block_event(Event::Init, t0);
+    m.block_event(Event::InitDone, t0);
+    m.node_event(Event::Init, t0);
+    m.node_event(Event::InitDone, t0);
+    m.cilium_event(Event::Init, t0);
+    m.cilium_event(Event::InitApply(ciliumnode("cilium-only", &["10.244.0.0/24"])), t0);
+    m.cilium_event(Event::InitDone, t0);
+    m.pools_listed();
+    m.node_event(Event::Apply(node("new", &[])), t0);
+    assert_eq!(step(&mut m, t0 + SETTLE).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.1.0/24"]);
+}
+
+#[test]
+fn an_ipv4_mapped_pod_cidr_is_read_as_go_reads_it() {
+    let t0 = Instant::now();
+    let mut m = machine("10.244.0.0/16", 24);
+    // A v1.26 API server accepts it; kube-proxy and flannel read 10.244.0.0/24.
+    restore(&mut m, &[node("mapped", &["::ffff:10.244.0.0/120"])], t0);
+    assert_eq!(m.allocator().holds("mapped").map(|(_, c)| c.to_vec()), Some(nets(&["10.244.0.0/24"])));
+    m.node_event(Event::Apply(node("new", &[])), t0);
+    assert_eq!(step(&mut m, t0 + SETTLE).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.1.0/24"]);
 }

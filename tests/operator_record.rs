@@ -132,3 +132,18 @@ fn record_crd_yaml_is_the_generated_crd() {
     let rbac = std::fs::read_to_string(path.with_file_name("rbac.yaml")).unwrap();
     assert!(rbac.contains("podcidrblocks"), "the ClusterRole grants the record");
 }
+
+#[test]
+fn with_the_node_target_a_cidr_a_ciliumnode_holds_is_not_handed_to_a_node() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(
+        "/apis/cilium.io/v2/ciliumnodes",
+        &serde_json::json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNode", "metadata": {"name": "cilium-only"},
+                            "spec": {"ipam": {"podCIDRs": ["10.244.0.0/24"]}}}),
+    );
+    let _op = Operator::start(&api, dir.path(), "op-a", &POOL);
+    api.create_node("new", &[]);
+    assert!(api.wait_for(SOON, all_served));
+    assert_eq!(api.node_cidrs()["new"], ["10.244.1.0/24"], "10.244.0.0/24 is the CiliumNode's");
+}

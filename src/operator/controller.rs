@@ -253,7 +253,8 @@ impl Machine {
                 tracing::error!("{pr}");
             }
         }
-        let cilium_list = Listing { seen: None, done: !cfg.ciliumnode_target };
+        // CiliumNodes are read whatever the target: a CIDR one holds is taken.
+        let cilium_list = Listing::default();
         Self {
             cfg,
             alloc,
@@ -401,7 +402,7 @@ impl Machine {
 
     /// Release `name` if neither of its objects exists (and no write for it is in flight).
     fn maybe_release(&mut self, name: &str, now: Instant) {
-        if self.nodes.contains_key(name) || (self.cfg.ciliumnode_target && self.cilium.contains_key(name)) {
+        if self.nodes.contains_key(name) || self.cilium.contains_key(name) {
             return;
         }
         if self.track.get(name).is_some_and(|t| t.in_flight) {
@@ -467,7 +468,7 @@ impl Machine {
         for (c, h) in self.blocks.values().flat_map(|st| st.entries.iter()) {
             let live = match self.nodes.get(&h.node) {
                 Some(n) => h.uid.is_empty() || n.uid.as_deref().is_none_or(|u| u == h.uid),
-                None => self.cfg.ciliumnode_target && self.cilium.contains_key(&h.node),
+                None => self.cilium.contains_key(&h.node),
             };
             if !live {
                 stale.push(*c);
@@ -587,6 +588,15 @@ impl Machine {
             }
             Event::Apply(c) => self.observe_cilium(c, now),
             Event::Delete(c) => self.cilium_gone(&c.name_any(), now),
+        }
+    }
+
+    /// The CiliumNode CRD is not installed (404): there are none to read; a later list (the
+    /// watcher retries) reads them as they come.
+    pub fn cilium_absent(&mut self) {
+        if self.cilium_list.seen.is_none() && !self.cilium_list.done {
+            self.cilium_list.done = true;
+            self.listed();
         }
     }
 
@@ -1168,7 +1178,16 @@ impl Controller {
             }
             Input::Block(Err(e)) => self.watch_error("podcidrblocks.podcidr.io", &e),
             Input::Node(Err(e)) => self.watch_error("nodes", &e),
-            Input::Cilium(Err(e)) => self.watch_error("ciliumnodes.cilium.io", &e),
+            Input::Cilium(Err(e)) => {
+                if watch_code(&e) == "404" && !self.sh.settings.ciliumnode_target {
+                    if !self.machine.restored() {
+                        tracing::info!("no CiliumNode CRD: no CiliumNodes to read (read if it appears)");
+                    }
+                    self.machine.cilium_absent();
+                } else {
+                    self.watch_error("ciliumnodes.cilium.io", &e);
+                }
+            }
             Input::Written(plan, outcome) => {
                 for code in &outcome.errors {
                     self.sh.metrics.api_error(code);
@@ -1184,14 +1203,7 @@ impl Controller {
     }
 
     fn watch_error(&mut self, what: &str, e: &watcher::Error) {
-        let code = match e {
-            watcher::Error::InitialListFailed(e)
-            | watcher::Error::WatchStartFailed(e)
-            | watcher::Error::WatchFailed(e) => targets::error_code(e),
-            watcher::Error::WatchError(s) => s.code.to_string(),
-            watcher::Error::NoResourceVersion => "other".into(),
-        };
-        self.sh.metrics.api_error(&code);
+        self.sh.metrics.api_error(&watch_code(e));
         if !self.machine.restored() {
             tracing::warn!("watching {what}: {e} (nothing is assigned until every {what} is listed; retrying)");
         } else {
@@ -1289,6 +1301,16 @@ where
 }
 
 /// Start the watchers and run the controller (never returns in normal operation).
+fn watch_code(e: &watcher::Error) -> String {
+    match e {
+        watcher::Error::InitialListFailed(e) | watcher::Error::WatchStartFailed(e) | watcher::Error::WatchFailed(e) => {
+            targets::error_code(e)
+        }
+        watcher::Error::WatchError(s) => s.code.to_string(),
+        watcher::Error::NoResourceVersion => "other".into(),
+    }
+}
+
 /// Write one block of the record with its resourceVersion as precondition.
 async fn commit_block(client: &Client, commit: &Commit) -> CommitResult {
     use kube::api::PostParams;
@@ -1310,7 +1332,7 @@ async fn commit_block(client: &Client, commit: &Commit) -> CommitResult {
     }
 }
 
-/// Watch Nodes (and CiliumNodes with that target).
+/// Watch Nodes and CiliumNodes (whatever the target: a CIDR a CiliumNode holds is taken).
 fn watch_nodes(sh: &Shared, tx: &mpsc::UnboundedSender<Input>) {
     let cfg = watcher::Config::default();
     let nodes: Api<Node> = Api::all(sh.client.clone());
@@ -1327,21 +1349,19 @@ fn watch_nodes(sh: &Shared, tx: &mpsc::UnboundedSender<Input>) {
         })
     });
     forward(node_stream, tx.clone(), Input::Node);
-    if sh.settings.ciliumnode_target {
-        let ar = targets::ciliumnode_resource();
-        let cns: Api<DynamicObject> = Api::all_with(sh.client.clone(), &ar);
-        let stream = watcher::watcher(cns, cfg).default_backoff().map(|ev| {
-            ev.map(|e| {
-                e.modify(|c| {
-                    c.metadata.managed_fields = None;
-                    if let Some(o) = c.data.as_object_mut() {
-                        o.remove("status");
-                    }
-                })
+    let ar = targets::ciliumnode_resource();
+    let cns: Api<DynamicObject> = Api::all_with(sh.client.clone(), &ar);
+    let stream = watcher::watcher(cns, cfg).default_backoff().map(|ev| {
+        ev.map(|e| {
+            e.modify(|c| {
+                c.metadata.managed_fields = None;
+                if let Some(o) = c.data.as_object_mut() {
+                    o.remove("status");
+                }
             })
-        });
-        forward(stream, tx.clone(), Input::Cilium);
-    }
+        })
+    });
+    forward(stream, tx.clone(), Input::Cilium);
 }
 
 /// Start the watchers and run the controller (never returns in normal operation). The record
