@@ -914,3 +914,22 @@ proptest! {
         prop_assert_eq!(st.free, st.capacity - st.allocated);
     }
 }
+
+/// Issue 19 §6: a /16 shrunk to a /17 counts the nodes in the half that stays once (allocated),
+/// the others as draining, and stops draining with the last node outside the /17.
+#[test]
+fn shrinking_a_cidr_counts_the_nodes_that_stay_once_and_drains_only_the_rest() {
+    let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/16"], 24)]);
+    assert_eq!(alloc(&mut a, "low-0"), ["10.0.0.0/24"]);
+    assert_eq!(alloc(&mut a, "low-1"), ["10.0.1.0/24"]);
+    a.occupy("high", &nets(&["10.0.200.0/24"]));
+    assert!(a.set_pools(vec![v4pool("p", &["10.0.0.0/17"], 24)]).is_empty());
+    let st = stats(&a, "p", Family::V4);
+    assert_eq!((st.capacity, st.allocated, st.draining), (128, 2, 1));
+    a.release("high");
+    assert_eq!(stats(&a, "p", Family::V4).draining, 0);
+    assert!(a.draining().is_empty(), "nothing drains once the last node outside the /17 is gone");
+    // Shrunk with no node outside the part that stays: nothing drains at all.
+    assert!(a.set_pools(vec![v4pool("p", &["10.0.0.0/18"], 24)]).is_empty());
+    assert!(a.draining().is_empty());
+}

@@ -597,11 +597,31 @@ impl Allocator {
     }
 
     fn forget_idle_draining(&mut self) {
-        let spaces = &self.spaces;
-        self.draining.retain(|d| {
-            let (s, e) = bounds(&d.cidr);
-            spaces[d.family.index()].blocked(s, e)
+        let idle: Vec<bool> = self.draining.iter().map(|d| self.draining_held(d) == 0).collect();
+        let mut i = 0;
+        self.draining.retain(|_| {
+            i += 1;
+            !idle[i - 1]
         });
+    }
+
+    /// Slices held in a draining CIDR outside every active CIDR: the part of a /16 shrunk to a
+    /// /17 that stays counts in the pool, not twice.
+    fn draining_held(&self, d: &Draining) -> u128 {
+        let space = &self.spaces[d.family.index()];
+        let size_m1 = slice_mask(d.family, d.mask);
+        let outer = bounds(&d.cidr);
+        let all = space.blocked_slices(outer.0, outer.1, size_m1);
+        let active: u128 = self
+            .pools
+            .values()
+            .filter_map(|p| p.spec.family(d.family))
+            .flat_map(|f| f.cidrs.iter())
+            .map(bounds)
+            .filter(|&b| contains(outer, b))
+            .map(|(s, e)| space.blocked_slices(s, e, size_m1))
+            .fold(0u128, u128::saturating_add);
+        all.saturating_sub(active)
     }
 
     /// The pool whose active (first) or draining CIDR contains `cidr`.
@@ -817,11 +837,9 @@ impl Allocator {
     }
 
     fn draining_slices(&self, pool: &str, family: Family) -> u128 {
-        let space = &self.spaces[family.index()];
         let mut n = 0u128;
         for d in self.draining.iter().filter(|d| d.pool == pool && d.family == family) {
-            let (cs, ce) = bounds(&d.cidr);
-            n = n.saturating_add(space.blocked_slices(cs, ce, slice_mask(family, d.mask)));
+            n = n.saturating_add(self.draining_held(d));
         }
         n
     }
