@@ -429,3 +429,45 @@ fn an_ipv4_mapped_pod_cidr_is_read_as_go_reads_it() {
     m.node_event(Event::Apply(node("new", &[])), t0);
     assert_eq!(step(&mut m, t0 + SETTLE).iter().map(cidr_of).collect::<Vec<_>>(), ["10.244.1.0/24"]);
 }
+
+/// Issue 19 §11: with `--target ciliumnode` alone the Node carries no `podcidr.io/pool`; after a
+/// restart the record says which (deleted) pool a node's CIDR came from, so it drains there
+/// instead of being judged foreign.
+#[test]
+fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
+    let t0 = Instant::now();
+    let p = PoolSpec { name: "p".into(), ..pool("10.60.0.0/24", 26) };
+    let mut first = Machine::new(Config {
+        node_target: false,
+        ciliumnode_target: true,
+        max_backoff: Duration::from_secs(5),
+        default_pool: None,
+    });
+    first.set_pools(podcidr::operator::controller::PoolSet { active: vec![p.clone()], deleted: vec![] }, t0);
+    restore(&mut first, &[node_uid("x", "uid-x", &[])], t0);
+    let w = step(&mut first, t0 + SETTLE);
+    assert_eq!((w[0].pool.as_str(), cidr_of(&w[0]).as_str()), ("p", "10.60.0.0/26"));
+    // Restarted after p was deleted (held by its finalizer): the Node has no annotation.
+    let mut m = Machine::new(Config {
+        node_target: false,
+        ciliumnode_target: true,
+        max_backoff: Duration::from_secs(5),
+        default_pool: None,
+    });
+    m.set_pools(podcidr::operator::controller::PoolSet { active: vec![], deleted: vec![p] }, t0);
+    m.block_event(Event::Init, t0);
+    for b in RECORD.with(|r| r.borrow().blocks.values().cloned().collect::<Vec<_>>()) {
+        m.block_event(Event::InitApply(b), t0);
+    }
+    m.block_event(Event::InitDone, t0);
+    m.node_event(Event::Init, t0);
+    m.node_event(Event::InitApply(node_uid("x", "uid-x", &[])), t0);
+    m.node_event(Event::InitDone, t0);
+    m.cilium_event(Event::Init, t0);
+    m.cilium_event(Event::InitApply(ciliumnode("x", &["10.60.0.0/26"])), t0);
+    m.cilium_event(Event::InitDone, t0);
+    m.pools_listed();
+    assert!(m.allocator().foreign().is_empty(), "{:?}", m.allocator().foreign());
+    let st = m.snapshot().stats;
+    assert!(st.iter().any(|s| s.pool == "p" && s.draining == 1), "{st:?}");
+}
