@@ -431,8 +431,8 @@ fn an_ipv4_mapped_pod_cidr_is_read_as_go_reads_it() {
 }
 
 /// Issue 19 §11: with `--target ciliumnode` alone the Node carries no `podcidr.io/pool`; after a
-/// restart the record says which (deleted) pool a node's CIDR came from, so it drains there
-/// instead of being judged foreign.
+/// restart the record says which pool a node's CIDR came from, so a CIDR removed from that pool
+/// drains there instead of being judged foreign.
 #[test]
 fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
     let t0 = Instant::now();
@@ -443,7 +443,7 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
         max_backoff: Duration::from_secs(5),
         default_pool: None,
     });
-    first.set_pools(podcidr::operator::controller::PoolSet { active: vec![p.clone()], deleted: vec![] }, t0);
+    first.set_pools(podcidr::operator::controller::PoolSet { active: vec![p], deleted: vec![] }, t0);
     restore(&mut first, &[node_uid("x", "uid-x", &[])], t0);
     let w = step(&mut first, t0 + SETTLE);
     assert_eq!((w[0].pool.as_str(), cidr_of(&w[0]).as_str()), ("p", "10.60.0.0/26"));
@@ -454,7 +454,9 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
         max_backoff: Duration::from_secs(5),
         default_pool: None,
     });
-    m.set_pools(podcidr::operator::controller::PoolSet { active: vec![], deleted: vec![p] }, t0);
+    // p's CIDR was replaced while x held a slice of it: only the record says whose it is.
+    let moved = PoolSpec { name: "p".into(), ..pool("10.61.0.0/24", 26) };
+    m.set_pools(podcidr::operator::controller::PoolSet { active: vec![moved], deleted: vec![] }, t0);
     m.block_event(Event::Init, t0);
     for b in RECORD.with(|r| r.borrow().blocks.values().cloned().collect::<Vec<_>>()) {
         m.block_event(Event::InitApply(b), t0);
