@@ -4,7 +4,8 @@
 //! - [`flags`]: the command line, checked before anything starts (a bad pool exits 2).
 //! - [`client`]: the kube clients with the client-side rate limit.
 //! - [`leader`]: leader election; only the leader runs the [`controller`].
-//! - [`controller`]: restore, watch, assign, release (one task owns the [`allocator`]).
+//! - [`controller`]: restore, watch, assign, release: a state machine (one task owns the
+//!   [`allocator`]) and its executor. [`record`]: the fenced allocation record.
 //! - [`targets`]: the writes to Nodes and CiliumNodes. [`events`]: Warning Events.
 //! - [`pools`]: PodCIDRPools (the `default` pool from the flags, statuses, the drain finalizer).
 //! - [`metrics`], [`http`]: /metrics, /healthz, /readyz. [`status`], [`crd`]: subcommands.
