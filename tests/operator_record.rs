@@ -147,3 +147,21 @@ fn with_the_node_target_a_cidr_a_ciliumnode_holds_is_not_handed_to_a_node() {
     assert!(api.wait_for(SOON, all_served));
     assert_eq!(api.node_cidrs()["new"], ["10.244.1.0/24"], "10.244.0.0/24 is the CiliumNode's");
 }
+
+/// Issue 18 §3: ALLOCATED counts nodes in the metrics as in the docs; a node holding a /23 of a
+/// pool cut in /24s counts once and takes two free slices.
+#[test]
+fn a_node_holding_two_slices_counts_as_one_node_and_two_slices_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = KubeApi::start("v1.36.2");
+    api.create(
+        "/api/v1/nodes",
+        &serde_json::json!({"metadata": {"name": "wide"}, "spec": {"podCIDRs": ["10.244.0.0/23"]}}),
+    );
+    let op = Operator::start(&api, dir.path(), "op-a", &POOL);
+    api.create_node("new", &[]);
+    assert!(api.wait_for(SOON, all_served));
+    let labels = [("pool", "default"), ("family", "ipv4")];
+    assert!(api.wait_for(SOON, |_| op.metric("podcidr_pool_node_cidrs_allocated", &labels) == Some(2.0)));
+    assert_eq!(op.metric("podcidr_pool_node_cidrs_free", &labels), Some(256.0 - 3.0));
+}

@@ -144,9 +144,11 @@ pub struct PoolStats {
     pub mask: u8,
     /// Slices in the active CIDRs (saturates at u128::MAX for `::/0` with a /128).
     pub capacity: u128,
-    /// Slices of the active CIDRs that overlap anything held by any node.
+    /// Nodes of this pool holding a CIDR in its active CIDRs (ALLOCATED in the pool status, the
+    /// metrics and `status`): a node counts once whatever the size of its CIDR.
     pub allocated: u128,
-    /// `capacity - allocated`.
+    /// Slices of the active CIDRs that overlap nothing any node holds (foreign CIDRs and
+    /// conflicts included): how many more nodes it can serve.
     pub free: u128,
     /// Slices held in this pool's draining CIDRs (removed from the spec, still in use).
     pub draining: u128,
@@ -785,7 +787,7 @@ impl Allocator {
             "no free /{} in pool {} ({family}: {}/{} allocated from {})",
             st.mask,
             pool.spec.name,
-            st.allocated,
+            st.capacity - st.free,
             st.capacity,
             cidrs.join(", ")
         )
@@ -818,12 +820,15 @@ impl Allocator {
         let space = &self.spaces[family.index()];
         let size_m1 = slice_mask(family, mask);
         let mut capacity = 0u128;
-        let mut allocated = 0u128;
+        let mut blocked = 0u128;
         for c in &cidrs {
             capacity = capacity.saturating_add(capacity_of(c, mask));
             let (cs, ce) = bounds(c);
-            allocated = allocated.saturating_add(space.blocked_slices(cs, ce, size_m1));
+            blocked = blocked.saturating_add(space.blocked_slices(cs, ce, size_m1));
         }
+        let inside = |c: &IpNet| Family::of(c) == family && cidrs.iter().any(|pc| contains(bounds(pc), bounds(c)));
+        let allocated =
+            self.holders.values().filter(|h| h.pool == pool.spec.name && h.cidrs.iter().any(inside)).count() as u128;
         PoolStats {
             pool: pool.spec.name.clone(),
             family,
@@ -831,7 +836,7 @@ impl Allocator {
             mask,
             capacity,
             allocated,
-            free: capacity.saturating_sub(allocated),
+            free: capacity.saturating_sub(blocked),
             draining: self.draining_slices(&pool.spec.name, family),
         }
     }

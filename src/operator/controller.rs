@@ -1252,6 +1252,7 @@ impl Controller {
         for st in alloc.pool_stats() {
             let family = st.family.to_string();
             self.sh.metrics.set_pool(&st.pool, &family, st.capacity, st.allocated, st.draining);
+            self.sh.metrics.set_pool_free(&st.pool, &family, st.free);
             now.insert((st.pool, family));
         }
         for (pool, family) in self.published.difference(&now) {
