@@ -69,6 +69,7 @@ fn machine(cidr: &str, mask: u8) -> Machine {
         node_target: true,
         ciliumnode_target: false,
         max_backoff: Duration::from_secs(5),
+        batch: Duration::ZERO,
         default_pool: Some(pool(cidr, mask)),
     })
 }
@@ -441,6 +442,7 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
         node_target: false,
         ciliumnode_target: true,
         max_backoff: Duration::from_secs(5),
+        batch: Duration::ZERO,
         default_pool: None,
     });
     first.set_pools(podcidr::operator::controller::PoolSet { active: vec![p], deleted: vec![] }, t0);
@@ -452,6 +454,7 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
         node_target: false,
         ciliumnode_target: true,
         max_backoff: Duration::from_secs(5),
+        batch: Duration::ZERO,
         default_pool: None,
     });
     // p's CIDR was replaced while x held a slice of it: only the record says whose it is.
@@ -472,4 +475,42 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
     assert!(m.allocator().foreign().is_empty(), "{:?}", m.allocator().foreign());
     let st = m.snapshot().stats;
     assert!(st.iter().any(|s| s.pool == "p" && s.draining == 1), "{st:?}");
+}
+
+#[test]
+fn a_burst_goes_to_the_record_in_few_writes() {
+    let t0 = Instant::now();
+    let batch = Duration::from_millis(500);
+    let mut m = Machine::new(Config {
+        node_target: true,
+        ciliumnode_target: false,
+        max_backoff: Duration::from_secs(5),
+        batch,
+        default_pool: Some(pool("10.244.0.0/16", 24)),
+    });
+    restore(&mut m, &[], t0);
+    let mut commits = 0;
+    let mut written = 0;
+    // 100 nodes, one every 10 ms, each judged when due; record writes answered at once.
+    for i in 0..200u32 {
+        let now = t0 + Duration::from_millis(10 * u64::from(i));
+        if i < 100 {
+            m.node_event(Event::Apply(node(&format!("n{i:03}"), &[])), now);
+        }
+        m.tick(now);
+        for e in m.take_effects() {
+            match e {
+                Effect::Commit(c) => {
+                    commits += 1;
+                    let res = RECORD.with(|r| r.borrow_mut().write(c.object.clone()));
+                    m.committed(c, res, now);
+                }
+                Effect::Write(_) => written += 1,
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(written, 100);
+    // 1.2 s of arrivals and settling: a write every 500 ms at most, not one per node.
+    assert!(commits <= 4, "{commits} record writes for 100 nodes");
 }

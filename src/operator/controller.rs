@@ -46,6 +46,9 @@ const BASE_BACKOFF: Duration = Duration::from_millis(250);
 pub const SETTLE: Duration = Duration::from_millis(200);
 /// Writes in flight at once (the rate limit paces them anyway).
 const MAX_IN_FLIGHT: usize = 64;
+/// A block written this recently waits before its next write, so that a burst's entries go in
+/// a few writes instead of one per tick (each write takes a token of the client rate limit).
+pub const BATCH: Duration = Duration::from_millis(500);
 
 /// The delay before attempt `attempts + 1`: 250 ms, 500 ms, 1 s, ... capped.
 pub fn backoff(attempts: u32, cap: Duration) -> Duration {
@@ -145,6 +148,9 @@ struct BlockState {
     in_flight: Option<(BTreeMap<IpNet, Holder>, BTreeSet<IpNet>)>,
     attempts: u32,
     next: Option<Instant>,
+    /// A plan or a release waits on the staged changes; else (adoptions alone) they yield to
+    /// the nodes being assigned, so as not to take their share of the client rate limit.
+    urgent: bool,
 }
 
 /// Whether the record gives a node the CIDRs of a plan.
@@ -169,6 +175,8 @@ pub struct Config {
     pub node_target: bool,
     pub ciliumnode_target: bool,
     pub max_backoff: Duration,
+    /// How long a block written waits before its next write ([`BATCH`]).
+    pub batch: Duration,
     /// The flag pool, served from the start.
     pub default_pool: Option<PoolSpec>,
 }
@@ -179,6 +187,7 @@ impl From<&Settings> for Config {
             node_target: s.node_target,
             ciliumnode_target: s.ciliumnode_target,
             max_backoff: s.max_backoff,
+            batch: BATCH,
             default_pool: s.default_pool.clone(),
         }
     }
@@ -417,6 +426,7 @@ impl Machine {
         for c in self.recorded.get(name).cloned().unwrap_or_default() {
             if let Some(st) = self.blocks.get_mut(&record::block_of(&c)) {
                 st.remove.insert(c);
+                st.urgent = true;
                 in_record = true;
             }
         }
@@ -724,7 +734,9 @@ impl Machine {
         if verdict == Claim::Staged {
             for c in stage {
                 let h = Holder { node: name.to_string(), uid: uid.to_string(), pool: pool.to_string() };
-                self.blocks.entry(record::block_of(&c)).or_default().add.insert(c, h);
+                let st = self.blocks.entry(record::block_of(&c)).or_default();
+                st.add.insert(c, h);
+                st.urgent = true;
             }
         }
         verdict
@@ -964,7 +976,7 @@ impl Machine {
             CommitResult::Written(obj) => {
                 if let Some(st) = self.blocks.get_mut(&block) {
                     st.attempts = 0;
-                    st.next = None;
+                    st.next = Some(now + self.cfg.batch);
                 }
                 self.set_block(block, Some(&obj), now);
             }
@@ -986,6 +998,8 @@ impl Machine {
                         st.remove.insert(c);
                     }
                 }
+                // What was sent may be what plans wait on: it goes again first.
+                st.urgent = true;
                 for n in lost {
                     self.lose(&n, now);
                 }
@@ -997,6 +1011,7 @@ impl Machine {
                     st.add.entry(c).or_insert(h);
                 }
                 st.remove.extend(sent_remove);
+                st.urgent = true;
                 st.attempts += 1;
                 let wait = backoff(st.attempts, cap);
                 st.next = Some(now + wait);
@@ -1010,11 +1025,16 @@ impl Machine {
     fn flush(&mut self, now: Instant) {
         let mut lost = Vec::new();
         let mut already = false;
+        let assigning = self.track.values().any(|t| t.awaiting.is_some() || (t.waiting.is_none() && !t.in_flight));
         for (block, st) in self.blocks.iter_mut() {
-            if st.in_flight.is_some() || (st.add.is_empty() && st.remove.is_empty()) || st.next.is_some_and(|t| t > now)
+            if st.in_flight.is_some()
+                || (st.add.is_empty() && st.remove.is_empty())
+                || st.next.is_some_and(|t| t > now)
+                || (assigning && !st.urgent)
             {
                 continue;
             }
+            st.urgent = false;
             let mut desired = st.entries.clone();
             let remove = std::mem::take(&mut st.remove);
             for c in &remove {
@@ -1124,7 +1144,11 @@ impl Machine {
             self.plan(&name, now);
         }
         self.flush(now);
-        let retry = self.blocks.values().filter(|st| st.in_flight.is_none()).filter_map(|st| st.next);
+        let retry = self
+            .blocks
+            .values()
+            .filter(|st| st.in_flight.is_none() && (!st.add.is_empty() || !st.remove.is_empty()))
+            .filter_map(|st| st.next);
         self.track.values().filter(|t| !t.in_flight).map(|t| t.next).chain(retry).min()
     }
 }
