@@ -54,6 +54,8 @@ fn has_rule(role: &Value, group: &str, resource: &str, verbs: &[&str]) -> bool {
 /// What every rendering holds, whatever the overlay.
 fn check_common(dir: &str, objs: &[Value]) -> (Value, Value) {
     one(objs, "CustomResourceDefinition", "podcidrpools.podcidr.io");
+    // The allocation record: without its CRD the operator assigns nothing (docs/operator.md).
+    one(objs, "CustomResourceDefinition", "podcidrblocks.podcidr.io");
 
     // The operator: its image, its ServiceAccount, probes, non-root.
     let dep = one(objs, "Deployment", "podcidr-operator").clone();

@@ -8,7 +8,8 @@
 //!   rate limit allows (`--kube-api-qps` 20, `--kube-api-burst` 30: about (1,000 - 30) / 20 s
 //!   for the writes alone).
 //!
-//! `cargo bench --bench operator_scale [-- --nodes N --burst M]`
+//! `cargo bench --bench operator_scale [-- --nodes N --burst M]`; `PODCIDR_OPERATOR_BIN=path`
+//! runs another build of the operator (an earlier commit's, side by side).
 
 use podcidr_testsupport::kubeapi;
 
@@ -63,7 +64,8 @@ fn main() {
     let (metrics, health) = (free(), free());
     let kubeconfig = api.kubeconfig(dir.path(), "bench");
     let started = Instant::now();
-    let mut child = Command::new(BIN)
+    let bin = std::env::var("PODCIDR_OPERATOR_BIN").unwrap_or_else(|_| BIN.to_string());
+    let mut child = Command::new(bin)
         .arg("--kubeconfig")
         .arg(&kubeconfig)
         .args(["--cluster-pool-ipv4-cidr", "10.0.0.0/8", "--cluster-pool-ipv4-mask-size", "24"])

@@ -144,9 +144,11 @@ pub struct PoolStats {
     pub mask: u8,
     /// Slices in the active CIDRs (saturates at u128::MAX for `::/0` with a /128).
     pub capacity: u128,
-    /// Slices of the active CIDRs that overlap anything held by any node.
+    /// Nodes of this pool holding a CIDR in its active CIDRs (ALLOCATED in the pool status, the
+    /// metrics and `status`): a node counts once whatever the size of its CIDR.
     pub allocated: u128,
-    /// `capacity - allocated`.
+    /// Slices of the active CIDRs that overlap nothing any node holds (foreign CIDRs and
+    /// conflicts included): how many more nodes it can serve.
     pub free: u128,
     /// Slices held in this pool's draining CIDRs (removed from the spec, still in use).
     pub draining: u128,
@@ -513,11 +515,31 @@ impl Allocator {
     }
 
     fn forget_idle_draining(&mut self) {
-        let spaces = &self.spaces;
-        self.draining.retain(|d| {
-            let (s, e) = bounds(&d.cidr);
-            spaces[d.family.index()].blocked(s, e)
+        let idle: Vec<bool> = self.draining.iter().map(|d| self.draining_held(d) == 0).collect();
+        let mut i = 0;
+        self.draining.retain(|_| {
+            i += 1;
+            !idle[i - 1]
         });
+    }
+
+    /// Slices held in a draining CIDR outside every active CIDR: the part of a /16 shrunk to a
+    /// /17 that stays counts in the pool, not twice.
+    fn draining_held(&self, d: &Draining) -> u128 {
+        let space = &self.spaces[d.family.index()];
+        let size_m1 = slice_mask(d.family, d.mask);
+        let outer = bounds(&d.cidr);
+        let all = space.blocked_slices(outer.0, outer.1, size_m1);
+        let active: u128 = self
+            .pools
+            .values()
+            .filter_map(|p| p.spec.family(d.family))
+            .flat_map(|f| f.cidrs.iter())
+            .map(bounds)
+            .filter(|&b| contains(outer, b))
+            .map(|(s, e)| space.blocked_slices(s, e, size_m1))
+            .fold(0u128, u128::saturating_add);
+        all.saturating_sub(active)
     }
 
     /// The pool whose active (first) or draining CIDR contains `cidr`.
@@ -681,7 +703,7 @@ impl Allocator {
             "no free /{} in pool {} ({family}: {}/{} allocated from {})",
             st.mask,
             pool.spec.name,
-            st.allocated,
+            st.capacity - st.free,
             st.capacity,
             cidrs.join(", ")
         )
@@ -714,12 +736,15 @@ impl Allocator {
         let space = &self.spaces[family.index()];
         let size_m1 = slice_mask(family, mask);
         let mut capacity = 0u128;
-        let mut allocated = 0u128;
+        let mut blocked = 0u128;
         for c in &cidrs {
             capacity = capacity.saturating_add(capacity_of(c, mask));
             let (cs, ce) = bounds(c);
-            allocated = allocated.saturating_add(space.blocked_slices(cs, ce, size_m1));
+            blocked = blocked.saturating_add(space.blocked_slices(cs, ce, size_m1));
         }
+        let inside = |c: &IpNet| Family::of(c) == family && cidrs.iter().any(|pc| contains(bounds(pc), bounds(c)));
+        let allocated =
+            self.holders.values().filter(|h| h.pool == pool.spec.name && h.cidrs.iter().any(inside)).count() as u128;
         PoolStats {
             pool: pool.spec.name.clone(),
             family,
@@ -727,17 +752,15 @@ impl Allocator {
             mask,
             capacity,
             allocated,
-            free: capacity.saturating_sub(allocated),
+            free: capacity.saturating_sub(blocked),
             draining: self.draining_slices(&pool.spec.name, family),
         }
     }
 
     fn draining_slices(&self, pool: &str, family: Family) -> u128 {
-        let space = &self.spaces[family.index()];
         let mut n = 0u128;
         for d in self.draining.iter().filter(|d| d.pool == pool && d.family == family) {
-            let (cs, ce) = bounds(&d.cidr);
-            n = n.saturating_add(space.blocked_slices(cs, ce, slice_mask(family, d.mask)));
+            n = n.saturating_add(self.draining_held(d));
         }
         n
     }

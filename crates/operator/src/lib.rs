@@ -4,7 +4,8 @@
 //! - [`flags`]: the command line, checked before anything starts (a bad pool exits 2).
 //! - [`client`]: the kube clients with the client-side rate limit.
 //! - [`leader`]: leader election; only the leader runs the [`controller`].
-//! - [`controller`]: restore, watch, assign, release (one task owns the [`allocator`]).
+//! - [`controller`]: restore, watch, assign, release: a state machine (one task owns the
+//!   [`allocator`]) and its executor. [`record`]: the fenced allocation record.
 //! - [`targets`]: the writes to Nodes and CiliumNodes. [`events`]: Warning Events.
 //! - [`pools`]: PodCIDRPools (the `default` pool from the flags, statuses, the drain finalizer).
 //! - [`rules`]: the pool rules, each stated once (check, message, CEL form).
@@ -20,6 +21,7 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 pub mod pools;
+pub mod record;
 pub mod rules;
 pub mod selector;
 pub mod status;

@@ -7,7 +7,8 @@
 //! | metric | type | labels |
 //! |---|---|---|
 //! | `podcidr_pool_node_cidrs` | gauge: node CIDRs a pool family can hold (capacity) | `pool`, `family` |
-//! | `podcidr_pool_node_cidrs_allocated` | gauge: node CIDRs held by nodes | `pool`, `family` |
+//! | `podcidr_pool_node_cidrs_allocated` | gauge: nodes holding a CIDR of the pool | `pool`, `family` |
+//! | `podcidr_pool_node_cidrs_free` | gauge: node CIDRs nothing holds (more nodes it can serve) | `pool`, `family` |
 //! | `podcidr_pool_node_cidrs_draining` | gauge: held node CIDRs in draining CIDRs | `pool`, `family` |
 //! | `podcidr_pool_foreign_cidrs` | gauge: CIDRs held by nodes outside every pool | |
 //! | `podcidr_node_cidr_assign_seconds` | histogram: Node seen -> its CIDRs written | |
@@ -44,6 +45,7 @@ pub struct Metrics {
     registry: Arc<Registry>,
     capacity: Family<PoolLabels, FloatGauge>,
     allocated: Family<PoolLabels, FloatGauge>,
+    free: Family<PoolLabels, FloatGauge>,
     draining: Family<PoolLabels, FloatGauge>,
     foreign: Gauge,
     assign: Histogram,
@@ -70,6 +72,7 @@ impl Metrics {
         let mut registry = Registry::default();
         let capacity = Family::<PoolLabels, FloatGauge>::default();
         let allocated = Family::<PoolLabels, FloatGauge>::default();
+        let free = Family::<PoolLabels, FloatGauge>::default();
         let draining = Family::<PoolLabels, FloatGauge>::default();
         let foreign = Gauge::default();
         let assign = Histogram::new(ASSIGN_BUCKETS);
@@ -82,8 +85,13 @@ impl Metrics {
         );
         registry.register(
             "podcidr_pool_node_cidrs_allocated",
-            "Node CIDRs of the pool's family held by nodes",
+            "Nodes holding a CIDR of the pool's family (a node counts once, whatever its CIDR's size)",
             allocated.clone(),
+        );
+        registry.register(
+            "podcidr_pool_node_cidrs_free",
+            "Node CIDRs of the pool's family that nothing holds: how many more nodes it can serve",
+            free.clone(),
         );
         registry.register(
             "podcidr_pool_node_cidrs_draining",
@@ -112,7 +120,7 @@ impl Metrics {
             "1 while this process holds the leader lease, else 0",
             leader.clone(),
         );
-        Self { registry: Arc::new(registry), capacity, allocated, draining, foreign, assign, api_errors, leader }
+        Self { registry: Arc::new(registry), capacity, allocated, free, draining, foreign, assign, api_errors, leader }
     }
 
     /// Set the gauges of one pool family (`family` as in the allocator's `Display`: "ipv4" or
@@ -122,6 +130,12 @@ impl Metrics {
         self.capacity.get_or_create(&labels).set(capacity as f64);
         self.allocated.get_or_create(&labels).set(allocated as f64);
         self.draining.get_or_create(&labels).set(draining as f64);
+    }
+
+    /// Set the free gauge of one pool family.
+    pub fn set_pool_free(&self, pool: &str, family: &str, free: u128) {
+        let labels: PoolLabels = [("pool", pool.to_owned()), ("family", family.to_owned())];
+        self.free.get_or_create(&labels).set(free as f64);
     }
 
     /// Forget a pool (deleted and fully drained, or a family removed): its series disappear
@@ -137,6 +151,7 @@ impl Metrics {
         let labels: PoolLabels = [("pool", pool.to_owned()), ("family", family.to_owned())];
         self.capacity.remove(&labels);
         self.allocated.remove(&labels);
+        self.free.remove(&labels);
         self.draining.remove(&labels);
     }
 
@@ -209,9 +224,14 @@ mod tests {
         let m = Metrics::new();
         m.api_error("503");
         m.set_pool("default", "ipv4", 1, 0, 0);
+        m.set_pool_free("default", "ipv4", 1);
         let text = m.encode();
-        for name in ["podcidr_pool_node_cidrs", "podcidr_pool_node_cidrs_allocated", "podcidr_pool_node_cidrs_draining"]
-        {
+        for name in [
+            "podcidr_pool_node_cidrs",
+            "podcidr_pool_node_cidrs_allocated",
+            "podcidr_pool_node_cidrs_free",
+            "podcidr_pool_node_cidrs_draining",
+        ] {
             assert!(text.contains(&format!("# TYPE {name} gauge")), "{name} missing:\n{text}");
         }
         // A counter's family is named without `_total`; its samples carry it.

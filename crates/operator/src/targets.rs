@@ -112,7 +112,7 @@ pub fn ciliumnode_patch(resource_version: &str, cidrs: &[IpNet]) -> serde_json::
     json!({"metadata": {"resourceVersion": resource_version}, "spec": {"ipam": {"podCIDRs": strs(cidrs)}}})
 }
 
-async fn timed<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, (String, String)> {
+pub async fn timed<T>(f: impl Future<Output = Result<T, Error>>) -> Result<T, (String, String)> {
     match tokio::time::timeout(REQUEST_TIMEOUT, f).await {
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => Err((error_code(&e), api_message(&e))),
@@ -219,11 +219,24 @@ pub fn ciliumnode_cidrs(cn: &DynamicObject) -> (Vec<IpNet>, Vec<String>) {
     parse(list)
 }
 
+/// An IPv4-mapped IPv6 CIDR as Go's `net.ParseCIDR` (kube-proxy, flannel) reads it:
+/// `::ffff:10.244.1.0/120` is `10.244.1.0/24`.
+fn as_go_reads(n: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = n
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Ok(net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(net);
+    }
+    n
+}
+
 fn parse(list: Vec<String>) -> (Vec<IpNet>, Vec<String>) {
     let mut ok = Vec::new();
     let mut bad = Vec::new();
     for s in list {
-        match s.parse::<IpNet>() {
+        match s.parse::<IpNet>().map(as_go_reads) {
             Ok(n) => {
                 if !ok.contains(&n) {
                     ok.push(n)
@@ -282,5 +295,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ciliumnode_cidrs(&cn).0, nets(&["10.1.0.0/24"]));
+    }
+
+    #[test]
+    fn ipv4_mapped_cidrs_are_read_as_go_reads_them() {
+        assert_eq!(parse(vec!["::ffff:10.244.1.0/120".into()]).0, nets(&["10.244.1.0/24"]));
+        assert_eq!(parse(vec!["::ffff:10.244.1.0/128".into()]).0, nets(&["10.244.1.0/32"]));
+        // Shorter than the mapped prefix: not an IPv4 range in Go either.
+        assert!(matches!(parse(vec!["::ffff:0.0.0.0/90".into()]).0[..], [IpNet::V6(_)]));
+        assert_eq!(parse(vec!["fd00::/64".into()]).0, nets(&["fd00::/64"]));
     }
 }

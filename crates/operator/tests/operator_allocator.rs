@@ -178,8 +178,9 @@ fn a_foreign_cidr_over_two_slices_blocks_both_and_the_operator_goes_on() {
     assert_eq!(a.foreign(), vec![("old".to_string(), net("10.0.0.0/23")), ("old".to_string(), net("192.168.0.0/24"))]);
     assert_eq!(alloc(&mut a, "new"), ["10.0.2.0/24"]);
     assert!(a.allocate("more", &no_labels()).is_err());
+    // Full, and one node of the pool: the foreign /23 is no node of it.
     let st = stats(&a, "p", Family::V4);
-    assert_eq!((st.capacity, st.allocated, st.free), (3, 3, 0));
+    assert_eq!((st.capacity, st.allocated, st.free), (3, 1, 0));
 }
 
 #[test]
@@ -632,7 +633,16 @@ impl Model {
                 match self.pools.get(&name).and_then(|p| p.spec.family(f)) {
                     Some(fs) => {
                         let capacity: u128 = fs.cidrs.iter().map(|c| slices(c, fs.mask).len() as u128).sum();
-                        let allocated: u128 = fs.cidrs.iter().map(|c| self.count_blocked(c, fs.mask)).sum();
+                        let blocked: u128 = fs.cidrs.iter().map(|c| self.count_blocked(c, fs.mask)).sum();
+                        let inside = |c: &IpNet| {
+                            Family::of(c) == f
+                                && fs
+                                    .cidrs
+                                    .iter()
+                                    .any(|pc| pc.contains(&c.network()) && pc.prefix_len() <= c.prefix_len())
+                        };
+                        let allocated =
+                            self.holders.values().filter(|(p, cs)| *p == name && cs.iter().any(inside)).count() as u128;
                         out.push(PoolStats {
                             pool: name.clone(),
                             family: f,
@@ -640,7 +650,7 @@ impl Model {
                             mask: fs.mask,
                             capacity,
                             allocated,
-                            free: capacity - allocated,
+                            free: capacity - blocked,
                             draining,
                         });
                     }
@@ -781,7 +791,7 @@ fn check(a: &Allocator, m: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(nodes, want);
     prop_assert_eq!(a.pool_stats(), m.stats());
     for s in a.pool_stats() {
-        prop_assert_eq!(s.allocated + s.free, s.capacity);
+        prop_assert!(s.free <= s.capacity);
     }
     let foreign: Vec<(String, IpNet)> =
         m.all_held().filter(|(_, c)| m.pool_of(c).is_none()).map(|(n, c)| (n.clone(), *c)).collect();
@@ -920,7 +930,7 @@ proptest! {
             a.occupy(&format!("hole{i}"), &[hole]);
             held.push(hole);
         }
-        let blocked = a.pool_stats()[0].allocated;
+        let (blocked, free) = (a.pool_stats()[0].allocated, a.pool_stats()[0].free);
         for i in 0..n {
             let got = a.allocate(&format!("n{i}"), &no_labels()).unwrap().cidrs;
             prop_assert_eq!(got.len(), 1);
@@ -933,6 +943,35 @@ proptest! {
         let st = &a.pool_stats()[0];
         prop_assert_eq!(st.capacity, 1u128 << (64 - prefix));
         prop_assert_eq!(st.allocated, blocked + n as u128);
-        prop_assert_eq!(st.free, st.capacity - st.allocated);
+        prop_assert_eq!(st.free, free - n as u128);
     }
+}
+
+/// Issue 19 §6: a /16 shrunk to a /17 counts the nodes in the half that stays once (allocated),
+/// the others as draining, and stops draining with the last node outside the /17.
+#[test]
+fn shrinking_a_cidr_counts_the_nodes_that_stay_once_and_drains_only_the_rest() {
+    let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/16"], 24)]);
+    assert_eq!(alloc(&mut a, "low-0"), ["10.0.0.0/24"]);
+    assert_eq!(alloc(&mut a, "low-1"), ["10.0.1.0/24"]);
+    a.occupy("high", &nets(&["10.0.200.0/24"]));
+    assert!(a.set_pools(vec![v4pool("p", &["10.0.0.0/17"], 24)]).is_empty());
+    let st = stats(&a, "p", Family::V4);
+    assert_eq!((st.capacity, st.allocated, st.draining), (128, 2, 1));
+    a.release("high");
+    assert_eq!(stats(&a, "p", Family::V4).draining, 0);
+    assert!(a.draining().is_empty(), "nothing drains once the last node outside the /17 is gone");
+    // Shrunk with no node outside the part that stays: nothing drains at all.
+    assert!(a.set_pools(vec![v4pool("p", &["10.0.0.0/18"], 24)]).is_empty());
+    assert!(a.draining().is_empty());
+}
+
+/// Issue 18 §3: ALLOCATED counts nodes, whatever the size of their CIDR; FREE counts slices.
+#[test]
+fn a_node_holding_two_slices_counts_once_and_blocks_both() {
+    let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/22"], 24)]);
+    a.occupy("wide", &nets(&["10.0.0.0/23"]));
+    assert_eq!(alloc(&mut a, "n"), ["10.0.2.0/24"]);
+    let st = stats(&a, "p", Family::V4);
+    assert_eq!((st.capacity, st.allocated, st.free), (4, 2, 1));
 }

@@ -11,7 +11,8 @@
 //! events, converted on the way in and out), coordination.k8s.io/v1 leases,
 //! apiextensions.k8s.io/v1 customresourcedefinitions (creating one serves its resource),
 //! cilium.io/v2 ciliumnodes and podcidr.io/v1alpha1 podcidrpools (both pre-installed, with a
-//! /status subresource). GET, LIST (limit/continue, labelSelector, fieldSelector on any dotted
+//! /status subresource) and podcidrblocks (pre-installed, no subresource). GET, LIST
+//! (limit/continue, labelSelector, fieldSelector on any dotted
 //! path), WATCH (resourceVersion, bookmarks, timeoutSeconds), POST, PUT, DELETE (finalizers,
 //! ownerReference garbage collection), PATCH (merge, strategic for built-in types, JSON patch,
 //! server-side apply), discovery (/version, /api, /apis, /api/v1, /apis/<g>/<v>).
@@ -146,6 +147,7 @@ fn builtin_resources() -> Vec<ResDef> {
         ),
         cn,
         ResDef::new("podcidr.io", "v1alpha1", "podcidrpools", "PodCIDRPool", false, true, true),
+        ResDef::new("podcidr.io", "v1alpha1", "podcidrblocks", "PodCIDRBlock", false, false, true),
     ]
 }
 
