@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use ipnet::IpNet;
 use k8s_openapi::api::core::v1::NodeSpec;
 use serde_json::Value;
 
@@ -60,6 +61,20 @@ pub fn node_pod_cidrs(spec: Option<&NodeSpec>) -> Vec<String> {
     }
 }
 
+/// A pod CIDR as Go's `net.ParseCIDR` reads it, and with it kube-proxy, flannel and the
+/// kubelet: an IPv4-mapped IPv6 CIDR (`::ffff:10.244.1.0/120`, which a v1.26 API server
+/// accepts) is the IPv4 CIDR it maps (`10.244.1.0/24`).
+pub fn as_go_reads(n: IpNet) -> IpNet {
+    if let IpNet::V6(v6) = n
+        && v6.prefix_len() >= 96
+        && let Some(v4) = v6.network().to_ipv4_mapped()
+        && let Ok(net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+    {
+        return IpNet::V4(net);
+    }
+    n
+}
+
 /// The pool a Node's CIDRs came from, from its annotations.
 pub fn node_pool(annotations: Option<&BTreeMap<String, String>>) -> Option<&str> {
     annotations.and_then(|a| a.get(POOL_ANNOTATION)).map(String::as_str)
@@ -94,6 +109,16 @@ mod tests {
         let cn = serde_json::json!({"spec": {"ipam": {"podCIDRs": ["10.1.0.0/24", 7, "fd00::/64"]}}});
         assert_eq!(CILIUM_NODE.pod_cidrs(&cn), ["10.1.0.0/24", "fd00::/64"]);
         assert_eq!(CILIUM_NODE.pod_cidrs(&serde_json::json!({"spec": {}})), Vec::<String>::new());
+    }
+
+    #[test]
+    fn ipv4_mapped_cidrs_are_read_as_go_reads_them() {
+        let go = |s: &str| as_go_reads(s.parse().unwrap()).to_string();
+        assert_eq!(go("::ffff:10.244.1.0/120"), "10.244.1.0/24");
+        assert_eq!(go("::ffff:0.0.0.0/96"), "0.0.0.0/0");
+        assert_eq!(go("fd00:10:244:1::/64"), "fd00:10:244:1::/64");
+        assert_eq!(go("::ffff:0:0/95"), "::ffff:0.0.0.0/95");
+        assert_eq!(go("10.244.1.0/24"), "10.244.1.0/24");
     }
 
     #[test]

@@ -31,13 +31,14 @@ use std::process::ExitCode;
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::api::{Api, ApiResource, DynamicObject, ListParams};
+use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::crd::{CONDITION_READY, POOL_ANNOTATION, PodCIDRPool};
+use super::crd::{CONDITION_READY, PodCIDRPool};
+use podcidr_contract::{CILIUM_NODE, node_pod_cidrs, node_pool};
 
 /// One pool family as shown.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -110,21 +111,16 @@ pub fn node_cidrs(nodes: &[Node], ciliumnodes: &[DynamicObject]) -> Vec<NodeCidr
     let mut by_name: BTreeMap<String, NodeCidrs> = BTreeMap::new();
     for n in nodes {
         let name = n.metadata.name.clone().unwrap_or_default();
-        let spec = n.spec.clone().unwrap_or_default();
-        let mut cidrs = spec.pod_cidrs.unwrap_or_default();
-        if cidrs.is_empty() {
-            cidrs.extend(spec.pod_cidr.filter(|c| !c.is_empty()));
-        }
-        let pool_annotation = n.metadata.annotations.as_ref().and_then(|a| a.get(POOL_ANNOTATION).cloned());
+        let cidrs = node_pod_cidrs(n.spec.as_ref());
+        let pool_annotation = node_pool(n.metadata.annotations.as_ref()).map(String::from);
         by_name.insert(name.clone(), NodeCidrs { name, cidrs, pool_annotation, has_node: true });
     }
     for cn in ciliumnodes {
         let name = cn.metadata.name.clone().unwrap_or_default();
         let entry = by_name.entry(name.clone()).or_insert_with(|| NodeCidrs { name, ..Default::default() });
-        let listed = cn.data.pointer("/spec/ipam/podCIDRs").and_then(|v| v.as_array());
-        for c in listed.into_iter().flatten().filter_map(|c| c.as_str()) {
-            if !entry.cidrs.iter().any(|have| have == c) {
-                entry.cidrs.push(c.to_owned());
+        for c in CILIUM_NODE.pod_cidrs(&cn.data) {
+            if !entry.cidrs.contains(&c) {
+                entry.cidrs.push(c);
             }
         }
     }
@@ -384,13 +380,7 @@ pub async fn report(kubeconfig: Option<PathBuf>) -> Result<Report, String> {
         .await
         .map_err(|e| format!("cannot list nodes: {e}"))?
         .unwrap_or_default();
-    let ar = ApiResource {
-        group: "cilium.io".into(),
-        version: "v2".into(),
-        api_version: "cilium.io/v2".into(),
-        kind: "CiliumNode".into(),
-        plural: "ciliumnodes".into(),
-    };
+    let ar = super::targets::ciliumnode_resource();
     // No CiliumNode CRD (404) or no right to read it (403): nodes are judged by their Node.
     let ciliumnodes = match list_all(&Api::<DynamicObject>::all_with(client, &ar)).await {
         Ok(Some(list)) => list,
@@ -464,7 +454,7 @@ mod tests {
             v["spec"]["podCIDRs"] = json!(cidrs);
         }
         if let Some(p) = pool {
-            v["metadata"]["annotations"] = json!({ POOL_ANNOTATION: p });
+            v["metadata"]["annotations"] = json!({ podcidr_contract::POOL_ANNOTATION: p });
         }
         serde_json::from_value(v).unwrap()
     }

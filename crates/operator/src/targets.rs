@@ -15,6 +15,7 @@ use kube::{Client, Error};
 use serde_json::json;
 
 use super::crd::POOL_ANNOTATION;
+use podcidr_contract::{CILIUM_NODE, as_go_reads, node_pod_cidrs};
 
 /// The field manager of the operator's writes.
 pub const FIELD_MANAGER: &str = "podcidr-operator";
@@ -24,7 +25,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// cilium.io/v2 CiliumNode.
 pub fn ciliumnode_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("cilium.io", "v2", "CiliumNode"), "ciliumnodes")
+    let gvk = GroupVersionKind::gvk(CILIUM_NODE.group, CILIUM_NODE.version, CILIUM_NODE.kind);
+    ApiResource::from_gvk_with_plural(&gvk, CILIUM_NODE.plural)
 }
 
 /// The status code of a failed request for the metrics ("409", "503"), or a word for a failure
@@ -97,8 +99,8 @@ pub fn node_patch(pool: &str, cidrs: &[IpNet]) -> serde_json::Value {
 /// the Node).
 pub fn ciliumnode_object(node: &str, uid: &str, cidrs: &[IpNet]) -> serde_json::Value {
     json!({
-        "apiVersion": "cilium.io/v2",
-        "kind": "CiliumNode",
+        "apiVersion": CILIUM_NODE.api_version(),
+        "kind": CILIUM_NODE.kind,
         "metadata": {
             "name": node,
             "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": node, "uid": uid}],
@@ -199,37 +201,12 @@ pub async fn execute(client: &Client, plan: &Plan) -> Outcome {
 /// The CIDRs a Node holds: `spec.podCIDRs`, or `spec.podCIDR` alone (older writers). Unparsable
 /// entries are returned apart.
 pub fn node_cidrs(node: &Node) -> (Vec<IpNet>, Vec<String>) {
-    let spec = node.spec.as_ref();
-    let mut list: Vec<String> = spec.and_then(|s| s.pod_cidrs.clone()).unwrap_or_default();
-    if list.is_empty()
-        && let Some(c) = spec.and_then(|s| s.pod_cidr.clone())
-        && !c.is_empty()
-    {
-        list.push(c);
-    }
-    parse(list)
+    parse(node_pod_cidrs(node.spec.as_ref()))
 }
 
 /// The CIDRs a CiliumNode holds in `spec.ipam.podCIDRs`.
 pub fn ciliumnode_cidrs(cn: &DynamicObject) -> (Vec<IpNet>, Vec<String>) {
-    let list = cn.data["spec"]["ipam"]["podCIDRs"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
-        .unwrap_or_default();
-    parse(list)
-}
-
-/// An IPv4-mapped IPv6 CIDR as Go's `net.ParseCIDR` (kube-proxy, flannel) reads it:
-/// `::ffff:10.244.1.0/120` is `10.244.1.0/24`.
-fn as_go_reads(n: IpNet) -> IpNet {
-    if let IpNet::V6(v6) = n
-        && v6.prefix_len() >= 96
-        && let Some(v4) = v6.network().to_ipv4_mapped()
-        && let Ok(net) = ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
-    {
-        return IpNet::V4(net);
-    }
-    n
+    parse(CILIUM_NODE.pod_cidrs(&cn.data))
 }
 
 fn parse(list: Vec<String>) -> (Vec<IpNet>, Vec<String>) {

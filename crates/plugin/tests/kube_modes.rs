@@ -350,6 +350,22 @@ fn status_shows_where_the_cidrs_came_from() {
     assert!(src["ageSeconds"].as_u64().is_some_and(|a| a < 60), "{src}");
 }
 
+/// A v1.26 API server accepts an IPv4-mapped podCIDR; the kubelet and kube-proxy (Go's
+/// net.ParseCIDR) read it as the IPv4 CIDR it maps, and so do the plugin and the operator.
+#[test]
+fn an_ipv4_mapped_pod_cidr_is_the_ipv4_cidr_it_maps() {
+    let server = ApiServer::start(API_VERSIONS[0]);
+    let mut node = fixture_json(API_VERSIONS[0], "node-dualstack-manual.json");
+    node["spec"]["podCIDR"] = json!("::ffff:10.244.9.0/120");
+    node["spec"]["podCIDRs"] = json!(["::ffff:10.244.9.0/120"]);
+    server.route(NODE_MANUAL, Reply::json(200, &node));
+    let sb = Sandbox::new();
+    let c = node_conf(&sb, &server.token_kubeconfig(sb.root(), TOKEN), "node-manual");
+    let res = Call::add("c1", &c).run().ok_json();
+    assert_eq!(ips(&res), ["10.244.9.2/24"], "{res}");
+    assert_eq!(res["ips"][0]["gateway"], "10.244.9.1");
+}
+
 #[test]
 fn status_shows_the_pool_podcidr_operator_recorded_on_the_node() {
     let server = ApiServer::start(API_VERSIONS[0]);

@@ -148,7 +148,8 @@ impl Settings<'_> {
             let net: IpNet =
                 cidr.trim().parse().map_err(|_| format!("{} holds {cidr:?}, which is not a CIDR", obs.object))?;
             // The API accepts host bits in podCIDR (ParseCIDRSloppy); the kubelet drops them too.
-            let net = net.trunc();
+            // An IPv4-mapped CIDR is the IPv4 one, as the kubelet and kube-proxy read it.
+            let net = podcidr_contract::as_go_reads(net).trunc();
             let range = Range::new(&obs.object, &net.to_string(), None, None, None)
                 .map_err(|e| format!("{} holds {cidr}, which cannot be used: {}", obs.object, e.msg))?;
             match sets.iter_mut().find(|s| s[0].subnet.addr().is_ipv4() == net.addr().is_ipv4()) {
