@@ -180,6 +180,20 @@ fn status_counts_equal_the_pool_statuses_the_operator_writes() {
     }
     assert_eq!(doc["foreign"][0]["cidr"], "10.9.0.0/16", "{doc}");
     assert_eq!(doc["duplicates"], json!([]), "{doc}");
+    // The text says the same counts the statuses were waited on above.
+    let out = std::process::Command::new(operator::BIN)
+        .arg("status")
+        .arg("--kubeconfig")
+        .arg(api.kubeconfig(dir.path(), "status"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    for line in [
+        "  IPv4: 2 nodes allocated, 253/256 node CIDRs free in 10.244.0.0/16 (/24 per node), 0 draining\n",
+        "  IPv4: 0 nodes allocated, 0/4 node CIDRs free in 10.9.1.0/24 (/26 per node), 0 draining\n",
+    ] {
+        assert!(text.contains(line), "{text}");
+    }
 }
 
 /// Issue 18 §3: two nodes holding the same CIDR are listed under Duplicates, in the text and
