@@ -486,13 +486,19 @@ pub async fn report(kubeconfig: Option<PathBuf>) -> Result<Report, String> {
         });
     // The record before the Nodes, as the leader reads it: an entry is written after its Node
     // was seen, so a Node missing from the later list is gone.
-    let blocks = list_all(&Api::<PodCIDRBlock>::all(client.clone()))
-        .await
-        .map_err(|e| format!("cannot list podcidrblocks.podcidr.io: {e}"))?
-        .unwrap_or_else(|| {
+    // Without the record (no CRD, or no right to read it) the counts are those of the objects.
+    let blocks = match list_all(&Api::<PodCIDRBlock>::all(client.clone())).await {
+        Ok(Some(list)) => list,
+        Ok(None) => {
             notes.push("the PodCIDRBlock CRD is not installed: no allocation record read".into());
             Vec::new()
-        });
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            notes.push(format!("the allocation record (PodCIDRBlocks) not read: {}", s.message));
+            Vec::new()
+        }
+        Err(e) => return Err(format!("cannot list podcidrblocks.podcidr.io: {e}")),
+    };
     let nodes = list_all(&Api::<Node>::all(client.clone()))
         .await
         .map_err(|e| format!("cannot list nodes: {e}"))?

@@ -77,6 +77,27 @@ async fn without_the_crds_nodes_are_still_shown() {
     assert!(text.contains("Note: the PodCIDRPool CRD is not installed"), "{text}");
 }
 
+/// A user without the right to read the record still gets the objects' view, and is told.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn a_forbidden_record_is_a_note_not_an_error() {
+    let server = ApiServer::start(VERSION);
+    server.route_fixture("/api/v1/nodes", "node-list.json");
+    server.route("/apis/podcidr.io/v1alpha1/podcidrpools", Reply::json(200, &pools_list()));
+    // The recorded 403 body, about this resource.
+    let forbidden = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+        "message": "podcidrblocks.podcidr.io is forbidden: User \"alice\" cannot list resource \"podcidrblocks\" in API group \"podcidr.io\" at the cluster scope",
+        "reason": "Forbidden", "details": {"group": "podcidr.io", "kind": "podcidrblocks"}, "code": 403});
+    server.route("/apis/podcidr.io/v1alpha1/podcidrblocks", Reply::json(403, &forbidden));
+    let dir = tempfile::tempdir().unwrap();
+    let kc = server.token_kubeconfig(dir.path(), TOKEN);
+    let text = render_text(&report(Some(kc)).await.unwrap());
+    assert!(text.contains("  IPv4: 4 nodes allocated, 252/256 node CIDRs free in 10.244.0.0/16"), "{text}");
+    assert!(
+        text.contains("Note: the allocation record (PodCIDRBlocks) not read: podcidrblocks.podcidr.io is forbidden"),
+        "{text}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
 async fn an_unreadable_kubeconfig_is_an_error_naming_it() {
     let err = report(Some("/nonexistent/kubeconfig".into())).await.unwrap_err();
