@@ -177,7 +177,7 @@ fn status_counts_equal_the_pool_statuses_the_operator_writes() {
     api.create("/api/v1/nodes", &json!({"metadata":{"name":"wide"},"spec":{"podCIDRs":["10.244.2.0/23"]}}));
     api.create("/api/v1/nodes", &json!({"metadata":{"name":"old"},"spec":{"podCIDRs":["10.9.0.0/16"]}}));
     api.create_node("fresh", &[]);
-    let _op = Operator::start(
+    let op = Operator::start(
         &api,
         dir.path(),
         "op-a",
@@ -191,12 +191,28 @@ fn status_counts_equal_the_pool_statuses_the_operator_writes() {
     };
     assert!(api.wait_for(SOON, settled), "pools: {:?}", api.list(POOLS));
 
+    // The metrics are set from the same counts as the pool statuses, in the same pass.
+    let gauge = |pool: &str, field: &str| {
+        let name = if field == "capacity" {
+            "podcidr_pool_node_cidrs".to_string()
+        } else {
+            format!("podcidr_pool_node_cidrs_{field}")
+        };
+        op.metric(&name, &[("pool", pool), ("family", "ipv4")])
+    };
+    assert!(api.wait_for(SOON, |_| gauge("small", "free") == Some(0.0) && gauge("default", "free") == Some(253.0)));
+
     let doc = status_json(&api, dir.path());
     for pool in ["default", "small"] {
         let written = v4(&api, pool).unwrap();
         let shown = family_of(&doc, pool, "IPv4");
         for field in ["capacity", "allocated", "free", "draining"] {
             assert_eq!(shown[field], written[field], "{pool} {field}: status says {shown}, the pool status {written}");
+            assert_eq!(
+                shown[field].as_f64(),
+                gauge(pool, field),
+                "{pool} {field}: status says {shown}, the metric differs"
+            );
         }
     }
     assert_eq!(doc["foreign"][0]["cidr"], "10.9.0.0/16", "{doc}");
