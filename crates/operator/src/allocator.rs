@@ -154,6 +154,17 @@ pub struct PoolStats {
     pub draining: u128,
 }
 
+/// A CIDR held by more than one node, or two overlapping CIDRs of different nodes: both stay
+/// occupied (see [`Occupancy::Conflict`]) until someone fixes one by hand.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Duplicate {
+    pub cidr: IpNet,
+    /// Its holders (more than one: the same CIDR twice).
+    pub nodes: Vec<String>,
+    /// Another node's CIDR that overlaps it, with its holders; `None` for the same CIDR twice.
+    pub overlaps: Option<(IpNet, Vec<String>)>,
+}
+
 /// A CIDR removed from a pool (or of a deleted pool) while nodes still hold slices of it.
 #[derive(Debug, Clone)]
 struct Draining {
@@ -806,6 +817,36 @@ impl Allocator {
             for c in &h.cidrs {
                 if self.pool_of(c).is_none() {
                     out.push((node.clone(), *c));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every CIDR held twice and every overlap between CIDRs of different nodes, by address.
+    /// A nested overlap is found against the CIDR that reaches furthest before it (one line per
+    /// CIDR is enough to say what to fix).
+    pub fn duplicates(&self) -> Vec<Duplicate> {
+        let mut out = Vec::new();
+        for family in Family::BOTH {
+            let mut reach: Option<((u128, u128), &Vec<String>)> = None;
+            for (&(s, e), nodes) in &self.spaces[family.index()].held {
+                let net = |s: u128, e: u128| net_at(family, s, prefix_len_of(s, e, family.width()));
+                if nodes.len() > 1 {
+                    out.push(Duplicate { cidr: net(s, e), nodes: nodes.clone(), overlaps: None });
+                }
+                if let Some(((rs, re), other)) = reach
+                    && re >= s
+                    && other.iter().any(|o| !nodes.contains(o))
+                {
+                    out.push(Duplicate {
+                        cidr: net(s, e),
+                        nodes: nodes.clone(),
+                        overlaps: Some((net(rs, re), other.clone())),
+                    });
+                }
+                if reach.is_none_or(|((_, re), _)| e > re) {
+                    reach = Some(((s, e), nodes));
                 }
             }
         }

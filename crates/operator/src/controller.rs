@@ -317,6 +317,16 @@ impl Machine {
         listed.then(|| self.alloc.nodes().flat_map(|(_, _, c)| c.to_vec()).collect())
     }
 
+    /// Record entries out of step with the objects, being removed: a gone node's, or a CIDR
+    /// its node no longer holds (see `listed` and `reconcile_record`).
+    pub fn record_disagreements(&self) -> Vec<(IpNet, Holder)> {
+        let mut out = Vec::new();
+        for st in self.blocks.values() {
+            out.extend(st.entries.iter().filter(|(c, _)| st.remove.contains(c)).map(|(c, h)| (*c, h.clone())));
+        }
+        out
+    }
+
     pub fn snapshot(&self) -> Snapshot {
         let waiting = self.track.iter().filter_map(|(n, t)| Some((n.clone(), t.waiting.clone()?))).collect();
         Snapshot { stats: self.alloc.pool_stats(), waiting }

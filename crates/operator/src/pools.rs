@@ -219,8 +219,8 @@ fn recorded(p: &PodCIDRPool) -> Option<PodCIDRPoolSpec> {
 
 /// The pool set to give the allocator, and the problems found on the way: the flag pool wins
 /// for `default`; a spec refused keeps its last accepted form in force (the pool keeps
-/// serving); a deleted pool is listed apart (it drains).
-fn pool_set(
+/// serving); a deleted pool is listed apart (it drains). `status` builds its model with it too.
+pub fn pool_set(
     flag_pool: Option<&PoolSpec>,
     pools: &BTreeMap<String, PodCIDRPool>,
     accepted: &BTreeMap<String, PoolSpec>,

@@ -1,58 +1,70 @@
 //! `podcidr-operator status [--kubeconfig FILE] [--json]`: the cluster's view of the pools,
-//! read from the API (issue 11 §7, issue 12 §4).
+//! read from the API (issue 11 §7, issue 12 §4, issue 18 §3).
 //!
-//! It lists PodCIDRPools, Nodes and CiliumNodes (either may be missing: no CRD is no pools or
-//! no CiliumNodes) and prints:
+//! It lists PodCIDRPools (the flags' `default` pool is one of them, as the operator writes it),
+//! Nodes, CiliumNodes and the allocation record (PodCIDRBlocks); any CRD may be missing. It
+//! feeds them to the controller's own [`Machine`] as a restart would (the same pool set, the
+//! same adoption and draining rules, the same [`Allocator`]) and prints what that says, so its
+//! counts are the ones the leader writes to the pool statuses and the metrics:
 //! ```text
 //! Pool default (every node): Ready
-//!   IPv4: 37/256 node CIDRs allocated from 10.244.0.0/16 (/24 per node), 0 draining
+//!   IPv4: 37 nodes allocated, 219/256 node CIDRs free in 10.244.0.0/16 (/24 per node), 0 draining
 //! Allocated CIDRs:
-//!   10.244.5.0/24  node-a
+//!   10.244.5.0/24  node-a  (pool default)
 //! Foreign CIDRs:
 //!   192.168.7.0/24  node-x
 //! Waiting for a CIDR:
 //!   node-z
+//! Duplicates:
+//!   10.244.7.0/24  node-b, node-c
+//! Record conflicts:
+//!   10.244.9.0/24  recorded for node-d (pool default), which holds 10.244.8.0/24
 //! ```
-//! The counts come from the objects themselves, not from the pools' status (which the leader
-//! writes): a node's CIDR counts for the pool whose current CIDRs contain it; outside every
-//! pool, for the pool named by the Node's `podcidr.io/pool` annotation as *draining*; else it is
-//! *foreign*. A node's CIDRs are those of its Node (`spec.podCIDRs`) and of its CiliumNode
-//! (`spec.ipam.podCIDRs`), both targets together. Names and annotation text are printed with
-//! control characters escaped.
+//! ALLOCATED counts nodes (a node holding a /23 of a /24 pool counts once), FREE counts node
+//! CIDRs nothing overlaps (a foreign /16 over a pool leaves it none). The last two sections are
+//! printed only when there is something in them. Names are printed with control characters
+//! escaped.
 //!
 //! Entry points: [`run`] (async, in a tokio runtime) or [`run_blocking`] (makes its own).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
-use std::net::IpAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
+use kube::runtime::watcher::Event;
+use kube::{Client, Config, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::allocator::Family;
+use super::controller::{self, Machine};
 use super::crd::{CONDITION_READY, PodCIDRPool};
-use podcidr_contract::{CILIUM_NODE, node_pod_cidrs, node_pool};
+use super::record::PodCIDRBlock;
+use super::{pools, targets};
 
-/// One pool family as shown.
+/// One pool family as shown: the allocator's counts ([`super::allocator::PoolStats`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct FamilyView {
     /// "IPv4" or "IPv6".
     pub family: &'static str,
+    /// The active CIDRs; empty when the family was removed and still drains.
     pub cidrs: Vec<String>,
     pub mask_size: u8,
-    /// Node CIDRs the current CIDRs hold (a JSON number, exact even above 2^64).
+    /// Node CIDRs the active CIDRs hold (a JSON number, exact even above 2^64).
     pub capacity: u128,
-    /// Node CIDRs held by nodes inside the current CIDRs.
+    /// Nodes holding a CIDR in the active CIDRs.
     pub allocated: u128,
-    /// Node CIDRs held by nodes annotated with this pool, outside its current CIDRs.
+    /// Node CIDRs of the active CIDRs that nothing overlaps.
+    pub free: u128,
+    /// Node CIDRs held in CIDRs removed from the pool.
     pub draining: u128,
 }
 
@@ -63,11 +75,12 @@ pub struct PoolView {
     /// `kubectl`-style selector text; "every node" when there is none.
     pub selector: String,
     /// The `Ready` condition's status ("True", "False", "Unknown"), with its message when not
-    /// True; `None` before the operator wrote a status.
+    /// True; `None` before the operator wrote a status (or for a pool whose object is gone).
     pub ready: Option<String>,
     pub ready_message: Option<String>,
     pub families: Vec<FamilyView>,
-    /// The pool is being deleted (held by the drain finalizer).
+    /// The pool is being deleted (held by the drain finalizer), or already gone while its
+    /// CIDRs drain.
     pub deleting: bool,
 }
 
@@ -76,12 +89,38 @@ pub struct PoolView {
 pub struct Holding {
     pub cidr: String,
     pub node: String,
-    /// The pool it counts for (allocated or draining); `None` for foreign CIDRs.
+    /// The pool it counts for (allocated or draining); for foreign CIDRs, the pool the Node's
+    /// annotation names, if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pool: Option<String>,
     pub draining: bool,
-    /// Held by a CiliumNode whose Node is gone.
+    /// Held by a CiliumNode (or the record) whose Node is gone.
     pub no_node: bool,
+}
+
+/// One CIDR held by two nodes, or two overlapping CIDRs of different nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DuplicateView {
+    pub cidr: String,
+    pub nodes: Vec<String>,
+    /// The other CIDR it overlaps, and its nodes; absent for the same CIDR held twice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlaps: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub overlaps_nodes: Vec<String>,
+}
+
+/// A record entry that disagrees with what its Node holds (the leader removes it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordConflict {
+    pub cidr: String,
+    pub node: String,
+    pub pool: String,
+    /// What the node's Node and CiliumNode hold; empty when the node is gone.
+    pub node_holds: Vec<String>,
+    pub node_gone: bool,
 }
 
 /// Everything `status` prints.
@@ -91,40 +130,59 @@ pub struct Report {
     pub pools: Vec<PoolView>,
     pub allocated: Vec<Holding>,
     pub foreign: Vec<Holding>,
-    /// Nodes with no CIDR in their Node nor their CiliumNode.
+    /// Nodes with no CIDR in their Node, their CiliumNode nor the record.
     pub waiting: Vec<String>,
+    pub duplicates: Vec<DuplicateView>,
+    pub record_conflicts: Vec<RecordConflict>,
     /// What could not be read and was left out ("no PodCIDRPool CRD", ...).
     pub notes: Vec<String>,
 }
 
-/// A node's CIDRs as found in the API.
+/// What the API returned, as `status` reads it.
 #[derive(Clone, Debug, Default)]
-pub struct NodeCidrs {
-    pub name: String,
-    pub cidrs: Vec<String>,
-    pub pool_annotation: Option<String>,
-    pub has_node: bool,
+pub struct Cluster {
+    pub pools: Vec<PodCIDRPool>,
+    pub nodes: Vec<Node>,
+    pub ciliumnodes: Vec<DynamicObject>,
+    pub blocks: Vec<PodCIDRBlock>,
 }
 
-/// Merge Nodes and CiliumNodes (by name) into one list of holders.
-pub fn node_cidrs(nodes: &[Node], ciliumnodes: &[DynamicObject]) -> Vec<NodeCidrs> {
-    let mut by_name: BTreeMap<String, NodeCidrs> = BTreeMap::new();
-    for n in nodes {
-        let name = n.metadata.name.clone().unwrap_or_default();
-        let cidrs = node_pod_cidrs(n.spec.as_ref());
-        let pool_annotation = node_pool(n.metadata.annotations.as_ref()).map(String::from);
-        by_name.insert(name.clone(), NodeCidrs { name, cidrs, pool_annotation, has_node: true });
+/// The controller's machine after it restored from `cluster`, as the leader's does after a
+/// restart: the same pool set ([`pools::pool_set`]), record, Nodes and CiliumNodes, in the
+/// order the leader reads them. Its effects (writes, Events) are dropped.
+pub fn model(cluster: &Cluster) -> Machine {
+    let now = Instant::now();
+    let mut m = Machine::new(controller::Config {
+        node_target: true,
+        ciliumnode_target: false,
+        max_backoff: Duration::from_secs(1),
+        batch: controller::BATCH,
+        default_pool: None,
+    });
+    let held: Vec<IpNet> = (cluster.nodes.iter().flat_map(|n| targets::node_cidrs(n).0))
+        .chain(cluster.ciliumnodes.iter().flat_map(|c| targets::ciliumnode_cidrs(c).0))
+        .collect();
+    let by_name: BTreeMap<String, PodCIDRPool> = cluster.pools.iter().map(|p| (p.name_any(), p.clone())).collect();
+    let (set, _refused) = pools::pool_set(None, &by_name, &BTreeMap::new(), &held);
+    m.set_pools(set, now);
+    m.block_event(Event::Init, now);
+    for b in &cluster.blocks {
+        m.block_event(Event::InitApply(b.clone()), now);
     }
-    for cn in ciliumnodes {
-        let name = cn.metadata.name.clone().unwrap_or_default();
-        let entry = by_name.entry(name.clone()).or_insert_with(|| NodeCidrs { name, ..Default::default() });
-        for c in CILIUM_NODE.pod_cidrs(&cn.data) {
-            if !entry.cidrs.contains(&c) {
-                entry.cidrs.push(c);
-            }
-        }
+    m.block_event(Event::InitDone, now);
+    m.node_event(Event::Init, now);
+    for n in &cluster.nodes {
+        m.node_event(Event::InitApply(n.clone()), now);
     }
-    by_name.into_values().collect()
+    m.node_event(Event::InitDone, now);
+    m.cilium_event(Event::Init, now);
+    for c in &cluster.ciliumnodes {
+        m.cilium_event(Event::InitApply(c.clone()), now);
+    }
+    m.cilium_event(Event::InitDone, now);
+    m.pools_listed();
+    m.take_effects();
+    m
 }
 
 fn selector_text(sel: Option<&LabelSelector>) -> String {
@@ -146,114 +204,129 @@ fn selector_text(sel: Option<&LabelSelector>) -> String {
     if parts.is_empty() { "every node (empty selector)".into() } else { parts.join(",") }
 }
 
-fn family_name(net: &IpNet) -> &'static str {
-    if matches!(net.addr(), IpAddr::V4(_)) { "IPv4" } else { "IPv6" }
+fn family_name(f: Family) -> &'static str {
+    match f {
+        Family::V4 => "IPv4",
+        Family::V6 => "IPv6",
+    }
 }
 
-/// Slices of `mask` in `net`: 2^(mask - prefix), saturating at u128::MAX.
-fn slices(net: &IpNet, mask: u8) -> u128 {
-    let bits = u32::from(mask.saturating_sub(net.prefix_len()));
-    1u128.checked_shl(bits).unwrap_or(u128::MAX)
+fn texts(c: &[IpNet]) -> Vec<String> {
+    c.iter().map(ToString::to_string).collect()
 }
 
 /// Build the report from what the API returned (pure; the tests feed it objects).
-pub fn build_report(pools: &[PodCIDRPool], holders: &[NodeCidrs]) -> Report {
-    let mut pools: Vec<&PodCIDRPool> = pools.iter().collect();
-    pools.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
-    // (pool index, family index, parsed CIDRs, mask)
-    let mut families: Vec<(usize, usize, Vec<IpNet>, u8)> = Vec::new();
+pub fn build_report(cluster: &Cluster) -> Report {
+    let m = model(cluster);
+    let alloc = m.allocator();
+    let objects: BTreeMap<String, &PodCIDRPool> = cluster.pools.iter().map(|p| (p.name_any(), p)).collect();
     let mut report = Report::default();
-    for (pi, p) in pools.iter().enumerate() {
-        let ready = p.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY));
-        let mut view = PoolView {
-            name: p.metadata.name.clone().unwrap_or_default(),
-            selector: selector_text(p.spec.node_selector.as_ref()),
+
+    // Every pool object, and every pool the allocator still counts (a deleted one draining).
+    let mut names: BTreeSet<String> = objects.keys().cloned().collect();
+    let stats = alloc.pool_stats();
+    names.extend(stats.iter().map(|s| s.pool.clone()));
+    for name in names {
+        let obj = objects.get(&name);
+        let ready =
+            obj.and_then(|p| p.status.as_ref()).and_then(|s| s.conditions.iter().find(|c| c.type_ == CONDITION_READY));
+        report.pools.push(PoolView {
+            selector: selector_text(obj.and_then(|p| p.spec.node_selector.as_ref())),
             ready: ready.map(|c| c.status.clone()),
             ready_message: ready.filter(|c| c.status != "True").map(|c| c.message.clone()),
-            families: Vec::new(),
-            deleting: p.metadata.deletion_timestamp.is_some(),
-        };
-        for (label, fam) in [("IPv4", &p.spec.ipv4), ("IPv6", &p.spec.ipv6)] {
-            let Some(fam) = fam else { continue };
-            let nets = fam.networks();
-            let capacity = nets.iter().fold(0u128, |sum, n| sum.saturating_add(slices(n, fam.mask_size)));
-            families.push((pi, view.families.len(), nets, fam.mask_size));
-            view.families.push(FamilyView {
-                family: label,
-                cidrs: fam.cidrs.clone(),
-                mask_size: fam.mask_size,
-                capacity,
-                allocated: 0,
-                draining: 0,
-            });
-        }
-        report.pools.push(view);
+            families: stats
+                .iter()
+                .filter(|s| s.pool == name)
+                .map(|s| FamilyView {
+                    family: family_name(s.family),
+                    cidrs: texts(&s.cidrs),
+                    mask_size: s.mask,
+                    capacity: s.capacity,
+                    allocated: s.allocated,
+                    free: s.free,
+                    draining: s.draining,
+                })
+                .collect(),
+            deleting: obj.is_none_or(|p| p.metadata.deletion_timestamp.is_some()),
+            name,
+        });
     }
 
-    for h in holders {
-        if h.cidrs.is_empty() {
-            if h.has_node {
-                report.waiting.push(h.name.clone());
-            }
-            continue;
-        }
-        for c in &h.cidrs {
+    let nodes: BTreeMap<String, &Node> = cluster.nodes.iter().map(|n| (n.name_any(), n)).collect();
+    let foreign: BTreeSet<(String, IpNet)> = alloc.foreign().into_iter().collect();
+    let active: Vec<IpNet> =
+        alloc.pools().iter().flat_map(|p| p.ipv4.iter().chain(&p.ipv6)).flat_map(|f| f.cidrs.clone()).collect();
+    let draining = alloc.draining();
+    for (node, pool, cidrs) in alloc.nodes() {
+        for c in cidrs {
             let holding = |pool: Option<String>, draining| Holding {
-                cidr: c.clone(),
-                node: h.name.clone(),
+                cidr: c.to_string(),
+                node: node.to_string(),
                 pool,
                 draining,
-                no_node: !h.has_node,
+                no_node: !nodes.contains_key(node),
             };
-            let Ok(net) = c.parse::<IpNet>() else {
-                report.foreign.push(holding(None, false));
-                continue;
-            };
-            let inside = families.iter().find(|(_, _, nets, _)| nets.iter().any(|p| p.contains(&net)));
-            if let Some((pi, fi, _, _)) = inside {
-                let view = &mut report.pools[*pi];
-                view.families[*fi].allocated += 1;
-                let pool = view.name.clone();
-                report.allocated.push(holding(Some(pool), false));
+            if foreign.contains(&(node.to_string(), *c)) {
+                let annotated =
+                    nodes.get(node).and_then(|n| podcidr_contract::node_pool(n.metadata.annotations.as_ref()));
+                report.foreign.push(holding(annotated.map(str::to_owned), false));
                 continue;
             }
-            // Outside every current CIDR: draining when the Node names a pool that still exists.
-            let annotated = h.pool_annotation.as_deref();
-            let owner = annotated.and_then(|a| report.pools.iter().position(|p| p.name == a));
-            match owner {
-                Some(pi) => {
-                    let view = &mut report.pools[pi];
-                    let family = family_name(&net);
-                    if let Some(f) = view.families.iter_mut().find(|f| f.family == family) {
-                        f.draining += 1;
-                    } else {
-                        // The family was removed from the pool: it drains too.
-                        view.families.push(FamilyView {
-                            family,
-                            cidrs: Vec::new(),
-                            mask_size: net.prefix_len(),
-                            capacity: 0,
-                            allocated: 0,
-                            draining: 1,
-                        });
-                    }
-                    let pool = view.name.clone();
-                    report.allocated.push(holding(Some(pool), true));
-                }
-                None => report.foreign.push(holding(annotated.map(str::to_owned), false)),
-            }
+            let in_draining = |p: &str| draining.iter().any(|(dp, d)| *dp == p && d.contains(c));
+            // The pool whose CIDR holds it; a node's first pool otherwise.
+            let owner = alloc
+                .pools()
+                .iter()
+                .find(|p| p.ipv4.iter().chain(&p.ipv6).any(|f| f.cidrs.iter().any(|pc| pc.contains(c))))
+                .map(|p| p.name.clone())
+                .or_else(|| draining.iter().find(|(_, d)| d.contains(c)).map(|(p, _)| p.to_string()))
+                .unwrap_or_else(|| pool.to_string());
+            let is_draining = !active.iter().any(|a| a.contains(c)) && in_draining(&owner);
+            report.allocated.push(holding(Some(owner), is_draining));
         }
+    }
+    report.waiting = nodes
+        .iter()
+        .filter(|(name, n)| n.metadata.deletion_timestamp.is_none() && alloc.holds(name).is_none())
+        .map(|(name, _)| name.clone())
+        .collect();
+    for d in alloc.duplicates() {
+        report.duplicates.push(DuplicateView {
+            cidr: d.cidr.to_string(),
+            nodes: d.nodes,
+            overlaps: d.overlaps.as_ref().map(|(c, _)| c.to_string()),
+            overlaps_nodes: d.overlaps.map(|(_, n)| n).unwrap_or_default(),
+        });
+    }
+    let observed = |name: &str| -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = nodes.get(name).map(|n| targets::node_cidrs(n).0).unwrap_or_default();
+        for c in cluster.ciliumnodes.iter().filter(|c| c.name_any() == name) {
+            out.extend(targets::ciliumnode_cidrs(c).0.into_iter().filter(|x| !out.contains(x)).collect::<Vec<_>>());
+        }
+        out
+    };
+    for (cidr, h) in m.record_disagreements() {
+        report.record_conflicts.push(RecordConflict {
+            cidr: cidr.to_string(),
+            node_holds: texts(&observed(&h.node)),
+            node_gone: !nodes.contains_key(&h.node),
+            node: h.node,
+            pool: h.pool,
+        });
     }
     let key = |h: &Holding| (h.cidr.parse::<IpNet>().ok(), h.cidr.clone(), h.node.clone());
     report.allocated.sort_by_key(key);
     report.foreign.sort_by_key(key);
-    report.waiting.sort();
     report
 }
 
 /// Control characters escaped; anything else as it is.
 fn esc(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
+fn esc_list(l: &[String]) -> String {
+    esc(&l.join(", "))
 }
 
 /// The human-readable report.
@@ -279,11 +352,13 @@ pub fn render_text(r: &Report) -> String {
             }
             let _ = writeln!(
                 w,
-                "  {}: {}/{} node CIDRs allocated from {} (/{} per node), {} draining",
+                "  {}: {} node{} allocated, {}/{} node CIDRs free in {} (/{} per node), {} draining",
                 f.family,
                 f.allocated,
+                if f.allocated == 1 { "" } else { "s" },
+                f.free,
                 f.capacity,
-                esc(&f.cidrs.join(", ")),
+                esc_list(&f.cidrs),
                 f.mask_size,
                 f.draining
             );
@@ -297,20 +372,53 @@ pub fn render_text(r: &Report) -> String {
     for h in &r.allocated {
         let extra = match (&h.pool, h.draining) {
             (Some(p), true) => format!("  (pool {}, draining)", esc(p)),
-            (Some(p), false) => format!("  (pool {})", esc(p)),
-            (None, _) => String::new(),
+            (Some(p), false) if !p.is_empty() => format!("  (pool {})", esc(p)),
+            _ => String::new(),
         };
         line(w, h, &extra);
     }
     let _ = writeln!(w, "Foreign CIDRs:");
     for h in &r.foreign {
         let extra =
-            h.pool.as_ref().map(|p| format!("  (annotated pool {} does not exist)", esc(p))).unwrap_or_default();
+            h.pool.as_ref().map(|p| format!("  (annotated pool {} has no such CIDR)", esc(p))).unwrap_or_default();
         line(w, h, &extra);
     }
     let _ = writeln!(w, "Waiting for a CIDR:");
     for n in &r.waiting {
         let _ = writeln!(w, "  {}", esc(n));
+    }
+    if !r.duplicates.is_empty() {
+        let _ = writeln!(w, "Duplicates (both kept occupied; fix one by hand):");
+    }
+    for d in &r.duplicates {
+        match &d.overlaps {
+            None => {
+                let _ = writeln!(w, "  {}  {}", esc(&d.cidr), esc_list(&d.nodes));
+            }
+            Some(o) => {
+                let _ = writeln!(
+                    w,
+                    "  {}  {}  overlaps {}  {}",
+                    esc(&d.cidr),
+                    esc_list(&d.nodes),
+                    esc(o),
+                    esc_list(&d.overlaps_nodes)
+                );
+            }
+        }
+    }
+    if !r.record_conflicts.is_empty() {
+        let _ = writeln!(w, "Record conflicts (the leader removes these entries):");
+    }
+    for c in &r.record_conflicts {
+        let holds = if c.node_gone {
+            "which is gone".to_owned()
+        } else if c.node_holds.is_empty() {
+            "which holds nothing".to_owned()
+        } else {
+            format!("which holds {}", esc_list(&c.node_holds))
+        };
+        let _ = writeln!(w, "  {}  recorded for {} (pool {}), {holds}", esc(&c.cidr), esc(&c.node), esc(&c.pool));
     }
     for n in &r.notes {
         let _ = writeln!(w, "Note: {}", esc(n));
@@ -376,6 +484,21 @@ pub async fn report(kubeconfig: Option<PathBuf>) -> Result<Report, String> {
             notes.push("the PodCIDRPool CRD is not installed (kubectl apply -f conf/operator/crd.yaml)".into());
             Vec::new()
         });
+    // The record before the Nodes, as the leader reads it: an entry is written after its Node
+    // was seen, so a Node missing from the later list is gone.
+    // Without the record (no CRD, or no right to read it) the counts are those of the objects.
+    let blocks = match list_all(&Api::<PodCIDRBlock>::all(client.clone())).await {
+        Ok(Some(list)) => list,
+        Ok(None) => {
+            notes.push("the PodCIDRBlock CRD is not installed: no allocation record read".into());
+            Vec::new()
+        }
+        Err(kube::Error::Api(s)) if s.code == 403 => {
+            notes.push(format!("the allocation record (PodCIDRBlocks) not read: {}", s.message));
+            Vec::new()
+        }
+        Err(e) => return Err(format!("cannot list podcidrblocks.podcidr.io: {e}")),
+    };
     let nodes = list_all(&Api::<Node>::all(client.clone()))
         .await
         .map_err(|e| format!("cannot list nodes: {e}"))?
@@ -391,7 +514,7 @@ pub async fn report(kubeconfig: Option<PathBuf>) -> Result<Report, String> {
         }
         Err(e) => return Err(format!("cannot list ciliumnodes.cilium.io: {e}")),
     };
-    let mut report = build_report(&pools, &node_cidrs(&nodes, &ciliumnodes));
+    let mut report = build_report(&Cluster { pools, nodes, ciliumnodes, blocks });
     report.notes = notes;
     Ok(report)
 }
@@ -423,15 +546,11 @@ pub fn run_blocking(kubeconfig: Option<PathBuf>, json: bool) -> ExitCode {
     }
 }
 
-/// Node names that appear in the report, for tests and callers that cross-check.
-pub fn node_names(r: &Report) -> BTreeSet<&str> {
-    r.allocated.iter().chain(&r.foreign).map(|h| h.node.as_str()).chain(r.waiting.iter().map(String::as_str)).collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::crd::{PodCIDRPoolSpec, PodCIDRPoolStatus, PoolFamilySpec};
+    use crate::record::{self, Holder};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelectorRequirement, Time};
     use serde_json::json;
 
@@ -448,7 +567,7 @@ mod tests {
     }
 
     fn node(name: &str, cidrs: &[&str], pool: Option<&str>) -> Node {
-        let mut v = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name}, "spec": {}});
+        let mut v = json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "uid": format!("uid-{name}")}, "spec": {}});
         if !cidrs.is_empty() {
             v["spec"]["podCIDR"] = json!(cidrs[0]);
             v["spec"]["podCIDRs"] = json!(cidrs);
@@ -463,6 +582,10 @@ mod tests {
         serde_json::from_value(json!({"apiVersion": "cilium.io/v2", "kind": "CiliumNode",
             "metadata": {"name": name}, "spec": {"ipam": {"podCIDRs": cidrs}}}))
         .unwrap()
+    }
+
+    fn cluster(pools: Vec<PodCIDRPool>, nodes: Vec<Node>, ciliumnodes: Vec<DynamicObject>) -> Cluster {
+        Cluster { pools, nodes, ciliumnodes, blocks: Vec::new() }
     }
 
     #[test]
@@ -488,30 +611,34 @@ mod tests {
                 observed_generation: None,
             }],
         ));
-        let pools = [pool("zone-a", Some(zone), Some((&["10.0.0.0/16"], 24)), Some((&["fd00:10::/8"], 64))), default];
-        let nodes = [
+        let pools = vec![pool("zone-a", Some(zone), Some((&["10.0.0.0/16"], 24)), Some((&["fd00::/8"], 64))), default];
+        let mut old = pool("old", None, Some((&["10.9.0.0/16"], 24)), None);
+        old.metadata.deletion_timestamp = Some(Time(Default::default()));
+        let nodes = vec![
             node("node-a", &["10.244.5.0/24"], Some("default")),
-            node("node-b", &["10.0.3.0/24", "fd00:10::/64"], Some("zone-a")),
-            // In a CIDR removed from zone-a: draining.
-            node("node-c", &["10.9.0.0/24"], Some("zone-a")),
+            node("node-b", &["10.0.3.0/24", "fd00::/64"], Some("zone-a")),
+            // In a pool being deleted: draining.
+            node("node-c", &["10.9.0.0/24"], Some("old")),
             node("node-x", &["192.168.7.0/24"], None),
             node("node-z", &[], None),
         ];
-        let cns = [ciliumnode("node-z", &[]), ciliumnode("gone", &["10.244.9.0/24"])];
-        let report = build_report(&pools, &node_cidrs(&nodes, &cns));
+        let cns = vec![ciliumnode("node-z", &[]), ciliumnode("gone", &["10.244.9.0/24"])];
+        let report = build_report(&cluster([pools, vec![old]].concat(), nodes, cns));
         let text = render_text(&report);
         let expected = "\
 Pool default (every node): Ready
-  IPv4: 2/256 node CIDRs allocated from 10.244.0.0/16 (/24 per node), 0 draining
+  IPv4: 2 nodes allocated, 254/256 node CIDRs free in 10.244.0.0/16 (/24 per node), 0 draining
+Pool old (every node): no status yet, being deleted (held until no node holds its CIDRs)
+  IPv4: removed from the pool, 1 draining
 Pool zone-a (topology.kubernetes.io/zone=a,!gpu): no status yet
-  IPv4: 1/256 node CIDRs allocated from 10.0.0.0/16 (/24 per node), 1 draining
-  IPv6: 1/72057594037927936 node CIDRs allocated from fd00:10::/8 (/64 per node), 0 draining
+  IPv4: 1 node allocated, 255/256 node CIDRs free in 10.0.0.0/16 (/24 per node), 0 draining
+  IPv6: 1 node allocated, 72057594037927935/72057594037927936 node CIDRs free in fd00::/8 (/64 per node), 0 draining
 Allocated CIDRs:
   10.0.3.0/24  node-b  (pool zone-a)
-  10.9.0.0/24  node-c  (pool zone-a, draining)
+  10.9.0.0/24  node-c  (pool old, draining)
   10.244.5.0/24  node-a  (pool default)
   10.244.9.0/24  gone  (pool default) (CiliumNode only, its Node is gone)
-  fd00:10::/64  node-b  (pool zone-a)
+  fd00::/64  node-b  (pool zone-a)
 Foreign CIDRs:
   192.168.7.0/24  node-x
 Waiting for a CIDR:
@@ -519,33 +646,72 @@ Waiting for a CIDR:
 ";
         assert_eq!(text, expected);
         let v: serde_json::Value = serde_json::from_str(&render_json(&report)).unwrap();
-        assert_eq!(v["pools"][1]["families"][1]["capacity"], json!(72057594037927936u64));
+        assert_eq!(v["pools"][2]["families"][1]["capacity"], json!(72057594037927936u64));
         assert_eq!(v["waiting"], json!(["node-z"]));
         assert_eq!(v["foreign"][0]["cidr"], "192.168.7.0/24");
+        assert_eq!(v["duplicates"], json!([]));
     }
 
     #[test]
     fn huge_capacities_are_exact_and_names_are_escaped() {
-        let pools = [pool("all", None, None, Some((&["::/0"], 128)))];
-        let nodes = [node("evil\u{1b}[2J", &[], None)];
-        let report = build_report(&pools, &node_cidrs(&nodes, &[]));
+        let pools = vec![pool("all", None, None, Some((&["::/0"], 128)))];
+        let report = build_report(&cluster(pools, vec![node("evil\u{1b}[2J", &[], None)], Vec::new()));
         assert_eq!(report.pools[0].families[0].capacity, u128::MAX);
         let text = render_text(&report);
-        assert!(text.contains("0/340282366920938463463374607431768211455 node CIDRs"), "{text}");
+        assert!(
+            text.contains("0 nodes allocated, 340282366920938463463374607431768211455/340282366920938463463374607431768211455 node CIDRs"),
+            "{text}"
+        );
         assert!(text.contains("  evil\\u{1b}[2J\n"), "{text}");
         assert!(!text.contains('\u{1b}'));
         assert!(render_json(&report).contains("340282366920938463463374607431768211455"));
     }
 
+    /// Issue 18 §3: a /23 in a pool cut in /24 is one node and two slices; a foreign /16 over
+    /// a small pool leaves it no free slice.
     #[test]
-    fn no_pools_and_a_family_removed_while_nodes_hold_it() {
-        assert!(render_text(&build_report(&[], &[])).starts_with("No PodCIDRPools.\n"));
-        let pools = [pool("p", None, Some((&["10.0.0.0/16"], 24)), None)];
-        let nodes = [node("n", &["10.0.0.0/24", "fd00::/64"], Some("p")), node("m", &["fd01::/64"], Some("gone"))];
-        let report = build_report(&pools, &node_cidrs(&nodes, &[]));
+    fn a_node_counts_once_and_a_foreign_supernet_fills_the_pool() {
+        let pools = vec![
+            pool("default", None, Some((&["10.244.0.0/16"], 24)), None),
+            pool("small", None, Some((&["10.9.1.0/24"], 26)), None),
+        ];
+        let nodes = vec![node("wide", &["10.244.2.0/23"], None), node("old", &["10.9.0.0/16"], None)];
+        let report = build_report(&cluster(pools, nodes, Vec::new()));
         let text = render_text(&report);
-        assert!(text.contains("  IPv6: removed from the pool, 1 draining\n"), "{text}");
-        assert!(text.contains("  fd01::/64  m  (annotated pool gone does not exist)\n"), "{text}");
-        assert_eq!(node_names(&report), BTreeSet::from(["n", "m"]));
+        assert!(text.contains("  IPv4: 1 node allocated, 254/256 node CIDRs free in 10.244.0.0/16"), "{text}");
+        assert!(text.contains("  IPv4: 0 nodes allocated, 0/4 node CIDRs free in 10.9.1.0/24"), "{text}");
+        assert!(text.contains("Foreign CIDRs:\n  10.9.0.0/16  old\n"), "{text}");
+    }
+
+    #[test]
+    fn duplicates_and_record_conflicts_are_listed() {
+        let pools = vec![pool("default", None, Some((&["10.244.0.0/16"], 24)), None)];
+        let nodes = vec![
+            node("node-b", &["10.244.7.0/24"], None),
+            node("node-c", &["10.244.7.0/24"], None),
+            node("node-d", &["10.244.9.0/24"], None),
+            node("node-e", &["10.244.8.0/23"], None),
+        ];
+        let c: IpNet = "10.244.20.0/24".parse().unwrap();
+        let holder = Holder { node: "node-d".into(), uid: "uid-node-d".into(), pool: "default".into() };
+        let block = record::object(&record::block_of(&c), Some("7"), &[(c, holder)].into());
+        let mut cl = cluster(pools, nodes, Vec::new());
+        cl.blocks.push(block);
+        let report = build_report(&cl);
+        let text = render_text(&report);
+        assert!(
+            text.contains(
+                "Duplicates (both kept occupied; fix one by hand):\n  10.244.7.0/24  node-b, node-c\n  10.244.9.0/24  node-d  overlaps 10.244.8.0/23  node-e\n"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "Record conflicts (the leader removes these entries):\n  10.244.20.0/24  recorded for node-d (pool default), which holds 10.244.9.0/24\n"
+            ),
+            "{text}"
+        );
+        // Four nodes, node-d once; its recorded CIDR stays taken until the leader removes it.
+        assert!(text.contains("  IPv4: 4 nodes allocated, 252/256 node CIDRs free"), "{text}");
     }
 }

@@ -2,7 +2,9 @@
 //! property tests against a brute-force model that enumerates every slice.
 
 use ipnet::IpNet;
-use podcidr_operator::allocator::{Allocator, Family, FamilySpec, NotAvailable, Occupancy, PoolSpec, PoolStats};
+use podcidr_operator::allocator::{
+    Allocator, Duplicate, Family, FamilySpec, NotAvailable, Occupancy, PoolSpec, PoolStats,
+};
 use podcidr_operator::selector::{Operator, Requirement, Selector};
 use proptest::prelude::*;
 use std::collections::BTreeMap;
@@ -195,6 +197,37 @@ fn restore_adopts_cidrs_inside_a_pool_idempotently() {
     // A node that holds CIDRs gets them back from allocate.
     assert_eq!(alloc(&mut a, "a"), ["10.244.0.0/24"]);
     assert_eq!(alloc(&mut a, "b"), ["10.244.1.0/24"]);
+}
+
+/// What `podcidr-operator status` lists under Duplicates: the same CIDR twice, and each CIDR
+/// nested in (or overlapping) another node's; a node's own overlapping CIDRs are no duplicate.
+#[test]
+fn duplicates_lists_cidrs_held_twice_and_overlaps_between_nodes() {
+    let mut a = with_pools(vec![v4pool("p", &["10.0.0.0/16"], 24)]);
+    a.occupy("wide", &nets(&["10.0.0.0/22"]));
+    a.occupy("b", &nets(&["10.0.1.0/24"]));
+    a.occupy("c", &nets(&["10.0.3.0/24"]));
+    a.occupy("d", &nets(&["10.0.9.0/24", "10.0.8.0/23"]));
+    a.occupy("e", &nets(&["10.0.20.0/24"]));
+    a.occupy("f", &nets(&["10.0.20.0/24"]));
+    a.occupy("g", &nets(&["fd00::/64"]));
+    let wide = Some((net("10.0.0.0/22"), vec!["wide".to_string()]));
+    let dup = |c: &str, n: &[&str], overlaps| Duplicate {
+        cidr: net(c),
+        nodes: n.iter().map(|s| s.to_string()).collect(),
+        overlaps,
+    };
+    assert_eq!(
+        a.duplicates(),
+        vec![
+            dup("10.0.1.0/24", &["b"], wide.clone()),
+            dup("10.0.3.0/24", &["c"], wide),
+            dup("10.0.20.0/24", &["e", "f"], None),
+        ]
+    );
+    a.release("wide");
+    a.release("e");
+    assert_eq!(a.duplicates(), vec![]);
 }
 
 #[test]
