@@ -119,6 +119,17 @@ fn main() {
     for l in &api.requests()[logged_before..] {
         *kinds.entry(kind(&l.method, &l.path, &l.query, l.status)).or_default() += 1;
     }
+    // When the record writes went: how many Node writes were answered before each.
+    let mut patched = 0;
+    let mut record_at = Vec::new();
+    for l in &api.requests()[logged_before..] {
+        if l.method == "PATCH" && l.path.starts_with("/api/v1/nodes/") {
+            patched += 1;
+        } else if l.path.contains("podcidrblocks") {
+            record_at.push(patched);
+        }
+    }
+    println!("record writes after this many Node writes: {record_at:?}");
     let total: usize = kinds.values().sum();
     println!("requests during the burst: {total}");
     for (k, n) in &kinds {
