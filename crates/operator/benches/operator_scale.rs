@@ -70,9 +70,12 @@ fn main() {
         .arg(&kubeconfig)
         .args(["--cluster-pool-ipv4-cidr", "10.0.0.0/8", "--cluster-pool-ipv4-mask-size", "24"])
         .args(["--metrics-bind-address", &metrics.to_string(), "--health-probe-bind-address", &health.to_string()])
-        .args(["--leader-elect-lease-duration", "2s"])
+        .args(["--leader-elect-lease-duration", "15s"])
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::env::var_os("PODCIDR_BENCH_STDERR")
+                .map_or_else(Stdio::null, |p| std::fs::File::create(p).unwrap().into()),
+        )
         .spawn()
         .unwrap();
     let pid = child.id();
@@ -88,15 +91,20 @@ fn main() {
         "restore of {nodes} Nodes: ready after {restore_wall:.2?} wall, {restore_cpu:.2} s CPU, {restore_rss:.1} MiB resident"
     );
 
+    let logged_before = api.requests().len();
     let burst_start = Instant::now();
     let names: Vec<String> = (0..burst).map(|i| format!("new-{i:05}")).collect();
     for n in &names {
         api.create_node(n, &[]);
     }
+    let mut exited = None;
     let ok = api.wait_for(Duration::from_secs(600), |api| {
+        exited = child.try_wait().unwrap();
         let c = api.node_cidrs();
-        names.iter().all(|n| c.get(n).is_some_and(|l| !l.is_empty()))
+        exited.is_some() || names.iter().all(|n| c.get(n).is_some_and(|l| !l.is_empty()))
     });
+    // E.g. the lease not renewed in time on an overloaded machine: the run says so and stops.
+    assert!(exited.is_none(), "the operator exited during the burst: {exited:?}");
     let burst_wall = burst_start.elapsed();
     let (cpu, rss) = usage(pid);
     let floor = (burst.saturating_sub(30)) as f64 / 20.0;
@@ -106,6 +114,49 @@ fn main() {
         if ok { "all assigned" } else { "NOT all assigned" },
         cpu - restore_cpu
     );
+    // Where the burst's requests went: each takes a token of the same 20 req/s.
+    let mut kinds: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for l in &api.requests()[logged_before..] {
+        *kinds.entry(kind(&l.method, &l.path, &l.query, l.status)).or_default() += 1;
+    }
+    // When the record writes went: how many Node writes were answered before each.
+    let mut patched = 0;
+    let mut record_at = Vec::new();
+    for l in &api.requests()[logged_before..] {
+        if l.method == "PATCH" && l.path.starts_with("/api/v1/nodes/") {
+            patched += 1;
+        } else if l.path.contains("podcidrblocks") {
+            record_at.push(patched);
+        }
+    }
+    println!("record writes after this many Node writes: {record_at:?}");
+    let total: usize = kinds.values().sum();
+    println!("requests during the burst: {total}");
+    for (k, n) in &kinds {
+        println!("  {n:6}  {k}");
+    }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// A request by kind: method, resource (`{name}` for one object), watch or not, status.
+fn kind(method: &str, path: &str, query: &str, status: u16) -> String {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let plurals = ["nodes", "ciliumnodes", "podcidrblocks", "podcidrpools", "events", "leases"];
+    let resource = match segs.iter().position(|s| plurals.contains(s)) {
+        Some(i) => {
+            let mut r = segs[i].to_string();
+            if i + 1 < segs.len() {
+                r.push_str("/{name}");
+            }
+            if i + 2 < segs.len() {
+                r.push('/');
+                r.push_str(segs[i + 2]);
+            }
+            r
+        }
+        None => path.to_string(),
+    };
+    let watch = if query.contains("watch=true") || query.contains("watch=1") { " (watch)" } else { "" };
+    format!("{method} {resource}{watch} -> {status}")
 }

@@ -46,9 +46,15 @@ const BASE_BACKOFF: Duration = Duration::from_millis(250);
 pub const SETTLE: Duration = Duration::from_millis(200);
 /// Writes in flight at once (the rate limit paces them anyway).
 const MAX_IN_FLIGHT: usize = 64;
-/// A block written this recently waits before its next write, so that a burst's entries go in
-/// a few writes instead of one per tick (each write takes a token of the client rate limit).
-pub const BATCH: Duration = Duration::from_millis(500);
+/// A block's next record write goes once its previous one is answered and fewer Node writes
+/// than this are in flight: about a second of them at kcm's 20 QPS, so the record keeps ahead
+/// of the Node writes while a burst's entries gather in one write per block, not one per node
+/// (each write takes a token of the one client rate limit).
+pub const AHEAD: usize = 20;
+/// A block just written waits this long before its next write: one token's time at 20 QPS, so
+/// that while the rate limit still has tokens to spare a burst's first joins gather in a few
+/// writes rather than one each.
+pub const GAP: Duration = Duration::from_millis(50);
 
 /// The delay before attempt `attempts + 1`: 250 ms, 500 ms, 1 s, ... capped.
 pub fn backoff(attempts: u32, cap: Duration) -> Duration {
@@ -181,7 +187,7 @@ pub struct Config {
     pub node_target: bool,
     pub ciliumnode_target: bool,
     pub max_backoff: Duration,
-    /// How long a block written waits before its next write ([`BATCH`]).
+    /// How long a block written waits before its next write ([`GAP`]).
     pub batch: Duration,
     /// The flag pool, served from the start.
     pub default_pool: Option<PoolSpec>,
@@ -193,7 +199,7 @@ impl From<&Settings> for Config {
             node_target: s.node_target,
             ciliumnode_target: s.ciliumnode_target,
             max_backoff: s.max_backoff,
-            batch: BATCH,
+            batch: GAP,
             default_pool: s.default_pool.clone(),
         }
     }
@@ -257,6 +263,8 @@ pub struct Machine {
     reported: BTreeSet<(String, IpNet)>,
     /// The counts changed since [`Machine::take_dirty`].
     dirty: bool,
+    /// The restore's adoptions wait until then (see [`Machine::flush`]).
+    adopt_from: Option<Instant>,
     effects: Vec<Effect>,
 }
 
@@ -286,6 +294,7 @@ impl Machine {
             recorded: BTreeMap::new(),
             reported: BTreeSet::new(),
             dirty: true,
+            adopt_from: None,
             effects: Vec::new(),
         }
     }
@@ -1045,15 +1054,22 @@ impl Machine {
         self.materialise(now);
     }
 
-    /// Write each block with changes and no write in flight.
+    /// Write each block with changes and no write in flight, once fewer than [`AHEAD`] Node
+    /// writes are in flight. Adoptions alone (no plan waits on them) yield to the nodes being
+    /// assigned, and after the restore wait [`SETTLE`] first, as a new node does, so that the
+    /// nodes joining then do not queue behind a write per block of the whole cluster.
     fn flush(&mut self, now: Instant) {
         let mut lost = Vec::new();
         let mut already = false;
-        let assigning = self.track.values().any(|t| t.awaiting.is_some() || (t.waiting.is_none() && !t.in_flight));
+        let adopt_from = *self.adopt_from.get_or_insert(now + SETTLE);
+        let assigning = now < adopt_from
+            || self.track.values().any(|t| t.awaiting.is_some() || (t.waiting.is_none() && !t.in_flight));
+        let sending = self.track.values().filter(|t| t.in_flight && t.awaiting.is_none()).count();
         for (block, st) in self.blocks.iter_mut() {
             if st.in_flight.is_some()
                 || (st.add.is_empty() && st.remove.is_empty())
                 || st.next.is_some_and(|t| t > now)
+                || sending >= AHEAD
                 || (assigning && !st.urgent)
             {
                 continue;
@@ -1168,11 +1184,16 @@ impl Machine {
             self.plan(&name, now);
         }
         self.flush(now);
-        let retry = self
+        let pending: Vec<&BlockState> = self
             .blocks
             .values()
             .filter(|st| st.in_flight.is_none() && (!st.add.is_empty() || !st.remove.is_empty()))
-            .filter_map(|st| st.next);
+            .collect();
+        // Only times to come: a block held back by the Node writes in flight (or by the nodes
+        // being assigned) is judged again when one of them reports, and a time passed would
+        // have the executor spin.
+        let adopt = self.adopt_from.filter(|_| !pending.is_empty());
+        let retry = pending.iter().filter_map(|st| st.next).chain(adopt).filter(|t| *t > now);
         self.track.values().filter(|t| !t.in_flight).map(|t| t.next).chain(retry).min()
     }
 }
