@@ -156,7 +156,7 @@ pub fn model(cluster: &Cluster) -> Machine {
         node_target: true,
         ciliumnode_target: false,
         max_backoff: Duration::from_secs(1),
-        batch: controller::BATCH,
+        batch: controller::GAP,
         default_pool: None,
     });
     let held: Vec<IpNet> = (cluster.nodes.iter().flat_map(|n| targets::node_cidrs(n).0))
