@@ -55,6 +55,9 @@ pub const AHEAD: usize = 20;
 /// that while the rate limit still has tokens to spare a burst's first joins gather in a few
 /// writes rather than one each.
 pub const GAP: Duration = Duration::from_millis(50);
+/// The pool gauges are computed from every holder: at most this often, so that a burst's many
+/// small inputs do not each pay for it (a scrape every few seconds never sees the difference).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
 
 /// The delay before attempt `attempts + 1`: 250 ms, 500 ms, 1 s, ... capped.
 pub fn backoff(attempts: u32, cap: Duration) -> Duration {
@@ -706,36 +709,48 @@ impl Machine {
     /// What `name` holds, from its objects and the record, and nothing else: after it lost a
     /// race or entries of it left the record.
     fn resync(&mut self, name: &str, now: Instant) {
-        let uid = self.uid_of(name);
-        let mut cidrs = self.observed_cidrs(name);
-        let ours = |h: &Holder| same_holder(h, name, &uid);
-        for c in self.recorded.get(name).into_iter().flatten() {
-            if self.blocks.get(&record::block_of(c)).and_then(|st| st.entries.get(c)).is_some_and(ours) {
-                cidrs.push(*c);
-            }
-        }
+        self.resync_all(&BTreeSet::from([name.to_string()]), now);
+    }
+
+    /// [`Machine::resync`] for each of `names`, with one look at what is on its way to the
+    /// record (a write answered touches every node in it; the restore stages the whole cluster).
+    fn resync_all(&mut self, names: &BTreeSet<String>, now: Instant) {
+        let mut staged: BTreeMap<String, Vec<(IpNet, Holder)>> = BTreeMap::new();
         for st in self.blocks.values() {
             let sent = st.in_flight.iter().flat_map(|(a, _)| a.iter());
-            cidrs.extend(st.add.iter().chain(sent).filter(|(_, h)| ours(h)).map(|(c, _)| *c));
+            for (c, h) in st.add.iter().chain(sent).filter(|(_, h)| names.contains(&h.node)) {
+                staged.entry(h.node.clone()).or_default().push((*c, h.clone()));
+            }
         }
-        cidrs.sort();
-        cidrs.dedup();
-        let before: Vec<IpNet> = self.alloc.holds(name).map(|(_, c)| c.to_vec()).unwrap_or_default();
-        let mut sorted = before.clone();
-        sorted.sort();
-        if sorted == cidrs {
-            return;
+        for name in names {
+            let uid = self.uid_of(name);
+            let mut cidrs = self.observed_cidrs(name);
+            let ours = |h: &Holder| same_holder(h, name, &uid);
+            for c in self.recorded.get(name).into_iter().flatten() {
+                if self.blocks.get(&record::block_of(c)).and_then(|st| st.entries.get(c)).is_some_and(ours) {
+                    cidrs.push(*c);
+                }
+            }
+            cidrs.extend(staged.get(name).into_iter().flatten().filter(|(_, h)| ours(h)).map(|(c, _)| *c));
+            cidrs.sort();
+            cidrs.dedup();
+            let before: Vec<IpNet> = self.alloc.holds(name).map(|(_, c)| c.to_vec()).unwrap_or_default();
+            let mut sorted = before.clone();
+            sorted.sort();
+            if sorted == cidrs {
+                continue;
+            }
+            self.alloc.release(name);
+            self.reported.retain(|(n, _)| n != name);
+            let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
+            self.occupy(name, &cidrs, uid.as_deref());
+            let freed: Vec<String> = before.iter().filter(|c| !cidrs.contains(c)).map(ToString::to_string).collect();
+            if !freed.is_empty() {
+                tracing::info!(node = %name, cidrs = ?freed, "CIDRs released (out of the record)");
+            }
+            self.dirty = true;
+            self.wake_waiting(now);
         }
-        self.alloc.release(name);
-        self.reported.retain(|(n, _)| n != name);
-        let uid = self.nodes.get(name).and_then(|n| n.uid.clone());
-        self.occupy(name, &cidrs, uid.as_deref());
-        let freed: Vec<String> = before.iter().filter(|c| !cidrs.contains(c)).map(ToString::to_string).collect();
-        if !freed.is_empty() {
-            tracing::info!(node = name, cidrs = ?freed, "CIDRs released (out of the record)");
-        }
-        self.dirty = true;
-        self.wake_waiting(now);
     }
 
     /// Does the record give `name` these CIDRs? Stages the entries it lacks.
@@ -948,9 +963,7 @@ impl Machine {
             let uid = self.nodes.get(&n).and_then(|o| o.uid.clone());
             self.occupy(&n, &[c], uid.as_deref());
         }
-        for n in touched {
-            self.resync(&n, now);
-        }
+        self.resync_all(&touched, now);
     }
 
     /// A PodCIDRBlock watch event.
@@ -1054,24 +1067,44 @@ impl Machine {
         self.materialise(now);
     }
 
-    /// Write each block with changes and no write in flight, once fewer than [`AHEAD`] Node
-    /// writes are in flight. Adoptions alone (no plan waits on them) yield to the nodes being
-    /// assigned, and after the restore wait [`SETTLE`] first, as a new node does, so that the
+    /// Write each block with changes and no write in flight, while fewer than [`AHEAD`] Node
+    /// writes are in flight or already committed ahead of it: blocks are written lowest first
+    /// (the allocator's order), and a block whose plans are not yet needed waits and gathers
+    /// the later joins into one write rather than one now and another later. Adoptions alone
+    /// (no plan waits on them) yield to the nodes being assigned, until the last Node write is
+    /// answered, and after the restore wait [`SETTLE`] first, as a new node does, so that the
     /// nodes joining then do not queue behind a write per block of the whole cluster.
     fn flush(&mut self, now: Instant) {
         let mut lost = Vec::new();
         let mut already = false;
         let adopt_from = *self.adopt_from.get_or_insert(now + SETTLE);
-        let assigning = now < adopt_from
-            || self.track.values().any(|t| t.awaiting.is_some() || (t.waiting.is_none() && !t.in_flight));
-        let sending = self.track.values().filter(|t| t.in_flight && t.awaiting.is_none()).count();
+        let assigning = now < adopt_from || self.track.values().any(|t| t.waiting.is_none());
+        // Plans among staged entries, counted only as far as they could hold a block back.
+        let track = &self.track;
+        let plans_in = |add: &BTreeMap<IpNet, Holder>, ahead: usize| {
+            let room = AHEAD.saturating_sub(ahead);
+            add.values().filter(|h| track.get(&h.node).is_some_and(|t| t.awaiting.is_some())).take(room).count()
+        };
+        // The Node writes in flight, and those whose record write is (or whose block comes
+        // first and waits).
+        let mut ahead = track.values().filter(|t| t.in_flight && t.awaiting.is_none()).count();
+        for st in self.blocks.values() {
+            if let Some((add, _)) = &st.in_flight {
+                ahead += plans_in(add, ahead);
+            }
+        }
         for (block, st) in self.blocks.iter_mut() {
             if st.in_flight.is_some()
                 || (st.add.is_empty() && st.remove.is_empty())
                 || st.next.is_some_and(|t| t > now)
-                || sending >= AHEAD
+                || ahead >= AHEAD
                 || (assigning && !st.urgent)
             {
+                // Its plans go before a later block's (only adoptions wait in a block that is
+                // not urgent).
+                if st.urgent {
+                    ahead += plans_in(&st.add, ahead);
+                }
                 continue;
             }
             st.urgent = false;
@@ -1096,6 +1129,7 @@ impl Machine {
                 already = true;
                 continue;
             }
+            ahead += plans_in(&add, ahead);
             let object = record::object(block, st.resource_version.as_deref(), &desired);
             st.in_flight = Some((add, remove));
             self.effects.push(Effect::Commit(Commit { block: *block, object }));
@@ -1208,6 +1242,9 @@ pub struct Controller {
     /// judged empty (and its finalizer removed) on a half-read cluster.
     stats_asked: Vec<tokio::sync::oneshot::Sender<Snapshot>>,
     published: BTreeSet<(String, String)>,
+    /// The counts changed since the gauges were last set, and when that was.
+    stale: bool,
+    published_at: Option<Instant>,
     tx: mpsc::UnboundedSender<Input>,
     writes: Arc<Semaphore>,
 }
@@ -1221,6 +1258,8 @@ impl Controller {
             watching_nodes: false,
             stats_asked: Vec::new(),
             published: BTreeSet::new(),
+            stale: false,
+            published_at: None,
             tx,
             writes: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
         }
@@ -1283,7 +1322,8 @@ impl Controller {
         }
     }
 
-    fn perform(&mut self) {
+    /// Carry out the machine's effects; the time the gauges are due, if they wait.
+    fn perform(&mut self, now: Instant) -> Option<Instant> {
         if self.machine.restored() {
             for reply in self.stats_asked.drain(..) {
                 let _ = reply.send(self.machine.snapshot());
@@ -1317,9 +1357,21 @@ impl Controller {
                 Effect::Assigned { seconds, .. } => self.sh.metrics.observe_assign(seconds),
             }
         }
-        if !self.machine.take_dirty() {
-            return;
+        self.stale |= self.machine.take_dirty();
+        if !self.stale {
+            return None;
         }
+        if let Some(due) = self.published_at.map(|at| at + PUBLISH_EVERY).filter(|due| *due > now) {
+            return Some(due);
+        }
+        self.stale = false;
+        self.published_at = Some(now);
+        self.publish();
+        None
+    }
+
+    /// Set the pool gauges from the allocator.
+    fn publish(&mut self) {
         let alloc = self.machine.allocator();
         let mut now = BTreeSet::new();
         for st in alloc.pool_stats() {
@@ -1338,8 +1390,9 @@ impl Controller {
     /// Drive the machine until the inputs end.
     pub async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Input>) {
         loop {
-            let next = self.machine.tick(Instant::now());
-            self.perform();
+            let now = Instant::now();
+            let next = self.machine.tick(now);
+            let next = next.into_iter().chain(self.perform(now)).min();
             let input = match next {
                 Some(at) => {
                     tokio::select! {

@@ -391,9 +391,15 @@ fn a_refused_write_gives_the_planned_cidr_back_at_once() {
     // Both slices of the pool serve the next two nodes.
     m.node_event(Event::Apply(node("b", &[])), t0 + SETTLE);
     m.node_event(Event::Apply(node("c", &[])), t0 + SETTLE);
-    let mut got: Vec<String> = step(&mut m, t0 + SETTLE * 2).iter().map(cidr_of).collect();
+    let plans = step(&mut m, t0 + SETTLE * 2);
+    let mut got: Vec<String> = plans.iter().map(cidr_of).collect();
     got.sort();
     assert_eq!(got, ["10.244.0.0/24", "10.244.1.0/24"]);
+    // a's own CIDRs are adopted into the record once the nodes being assigned are written.
+    for p in plans {
+        m.written(p, done(true, Ok(())), t0 + SETTLE * 2);
+    }
+    step(&mut m, t0 + SETTLE * 2);
     let holders = RECORD.with(|r| r.borrow().holders());
     assert_eq!(holders.get("192.168.7.0/24").map(String::as_str), Some("a"), "adopted: {holders:?}");
 }
@@ -477,11 +483,12 @@ fn a_restart_with_the_ciliumnode_target_restores_draining_from_the_record() {
     assert!(st.iter().any(|s| s.pool == "p" && s.draining == 1), "{st:?}");
 }
 
-/// A burst of `n` joins, one a millisecond, into one block, carried out as the client does: one
-/// queue of requests served in order by a token bucket of 20 a second, 30 at once (kcm's
-/// defaults), each answered when its token comes. (record writes, simulated seconds until every
-/// Node is written).
-fn burst(n: usize) -> (usize, f64) {
+/// A burst of `n` joins, `per_ms` a millisecond, into the pool `cidr` by /24, carried out as the
+/// client does: one queue of requests served in order by a token bucket of 20 a second, 30 at
+/// once (kcm's defaults), each answered when its token comes. (record writes, simulated seconds
+/// until every Node is written).
+fn burst(n: usize, per_ms: usize, cidr: &str) -> (usize, f64) {
+    RECORD.with(|r| *r.borrow_mut() = Record::default());
     const QPS: f64 = 20.0;
     const BURST: f64 = 30.0;
     let t0 = Instant::now();
@@ -490,7 +497,7 @@ fn burst(n: usize) -> (usize, f64) {
         ciliumnode_target: false,
         max_backoff: Duration::from_secs(5),
         batch: podcidr_operator::controller::GAP,
-        default_pool: Some(pool("10.244.0.0/16", 24)),
+        default_pool: Some(pool(cidr, 24)),
     });
     restore(&mut m, &[], t0);
     let (mut commits, mut written) = (0, 0);
@@ -498,8 +505,8 @@ fn burst(n: usize) -> (usize, f64) {
     let mut tokens = BURST;
     for ms in 0..60_000u64 {
         let now = t0 + Duration::from_millis(ms);
-        if (ms as usize) < n {
-            m.node_event(Event::Apply(node(&format!("n{ms:04}"), &[])), now);
+        for i in (ms as usize * per_ms..(ms as usize + 1) * per_ms).take_while(|i| *i < n) {
+            m.node_event(Event::Apply(node(&format!("n{i:05}"), &[])), now);
         }
         m.tick(now);
         queue.extend(m.take_effects());
@@ -532,13 +539,50 @@ fn burst(n: usize) -> (usize, f64) {
 
 #[test]
 fn a_burst_goes_to_the_record_in_a_few_writes_without_slowing_the_node_writes() {
-    let (commits, secs) = burst(256);
+    let (commits, secs) = burst(256, 1, "10.244.0.0/16");
     // A record write takes a token as a Node write does: a few per block, not one per node.
     assert!(commits <= 6, "{commits} record writes for 256 nodes in one block");
     // Nothing waits for a token it could have used: done when the tokens for the Node and record
     // writes come, counted from the first join's settling, within 0.1 s.
     let floor = SETTLE.as_secs_f64() + (256.0 + commits as f64 - 30.0) / 20.0;
     assert!(secs <= floor + 0.1, "all written after {secs} s; the rate limit allows {floor} s");
+}
+
+#[test]
+fn a_burst_over_several_blocks_writes_each_block_once_after_the_first_joins() {
+    // 1,000 joins over four blocks of 256, 5 and 20 a millisecond (benches/operator_scale.rs
+    // creates about 5): the first joins' write, the first block's next with the joins settled
+    // meanwhile (and once more for the few that settle just after), then one per other block,
+    // each as the Node writes before it run low. Before, a later block was written early with
+    // the few joins seen so far (while the first block waited for its next write) and again
+    // for the rest: 8 writes at 20 a millisecond.
+    for per_ms in [5, 20] {
+        let (commits, secs) = burst(1000, per_ms, "10.0.0.0/8");
+        assert!(commits <= 6, "{commits} record writes for 1,000 nodes in four blocks, {per_ms} joins a ms");
+        let floor = SETTLE.as_secs_f64() + (1000.0 + commits as f64 - 30.0) / 20.0;
+        assert!(secs <= floor + 0.1, "all written after {secs} s; the rate limit allows {floor} s");
+    }
+}
+
+#[test]
+fn adoptions_wait_until_the_last_node_write_is_answered() {
+    // Each record write takes a token of the client rate limit: one that goes while a Node
+    // write still waits for its token delays that Node.
+    let t0 = Instant::now();
+    let mut m = machine("10.0.0.0/8", 24);
+    restore(&mut m, &[node("x", &["10.5.0.0/24"])], t0);
+    m.node_event(Event::Apply(node("a", &[])), t0);
+    let w = step(&mut m, t0 + SETTLE);
+    assert_eq!(w.iter().map(cidr_of).collect::<Vec<_>>(), ["10.0.0.0/24"]);
+    let later = t0 + Duration::from_secs(1);
+    assert!(step(&mut m, later).is_empty());
+    let holders = RECORD.with(|r| r.borrow().holders());
+    assert_eq!(holders.get("10.5.0.0/24"), None, "adopted while a's write is in flight: {holders:?}");
+    m.written(w[0].clone(), done(true, Ok(())), later);
+    step(&mut m, later);
+    let holders = RECORD.with(|r| r.borrow().holders());
+    assert_eq!(holders.get("10.5.0.0/24").map(String::as_str), Some("x"), "{holders:?}");
+    assert_eq!(holders.get("10.0.0.0/24").map(String::as_str), Some("a"), "{holders:?}");
 }
 
 #[test]

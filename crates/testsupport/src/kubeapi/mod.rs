@@ -182,6 +182,8 @@ pub struct Logged {
     pub who: String,
     pub content_type: String,
     pub body: String,
+    /// When the request was answered (logged).
+    pub at: std::time::Instant,
 }
 
 /// Another client's merge patch, applied just before the next matching request is handled:
@@ -1804,6 +1806,7 @@ fn serve_conn(shared: Arc<Shared>, stream: TcpStream, config: Arc<rustls::Server
                     who: who.to_string(),
                     content_type: req.content_type().to_string(),
                     body: String::from_utf8_lossy(&req.body).into_owned(),
+                    at: std::time::Instant::now(),
                 });
                 drop(st);
                 shared.changed.notify_all();
@@ -1848,6 +1851,7 @@ fn stall(shared: &Shared, req: &Req, who: &str) -> bool {
         who: who.into(),
         content_type: req.content_type().to_string(),
         body: String::from_utf8_lossy(&req.body).into_owned(),
+        at: std::time::Instant::now(),
     });
     shared.changed.notify_all();
     while stalled(&st) && !shared.stop.load(Ordering::SeqCst) {
@@ -1865,6 +1869,7 @@ fn log(shared: &Shared, req: &Req, status: u16, who: &str) {
         who: who.into(),
         content_type: req.content_type().to_string(),
         body: String::new(),
+        at: std::time::Instant::now(),
     });
 }
 
