@@ -4,9 +4,10 @@
 //! - restore: 5,000 Nodes that already hold CIDRs; the operator is started and the CPU time
 //!   (user + system, from /proc) it has used when /readyz turns ready, and its resident memory
 //!   then and after the burst;
-//! - burst: 1,000 new Nodes at once; the time until all have CIDRs, beside what the client
-//!   rate limit allows (`--kube-api-qps` 20, `--kube-api-burst` 30: about (1,000 - 30) / 20 s
-//!   for the writes alone).
+//! - burst: 1,000 new Nodes at once; the time until the API server answered the last of their
+//!   Node writes, beside what the client rate limit allows (`--kube-api-qps` 20,
+//!   `--kube-api-burst` 30: about (1,000 - 30) / 20 s for the writes alone), with the burst's
+//!   timeline and requests from the API server's log.
 //!
 //! `cargo bench --bench operator_scale [-- --nodes N --burst M]`; `PODCIDR_OPERATOR_BIN=path`
 //! runs another build of the operator (an earlier commit's, side by side).
