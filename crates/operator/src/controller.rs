@@ -1101,8 +1101,8 @@ impl Machine {
                 || (assigning && !st.urgent)
             {
                 // Its plans go before a later block's (only adoptions wait in a block that is
-                // not urgent).
-                if st.urgent {
+                // not urgent); not while its writes fail, which must not stop the others.
+                if st.urgent && st.attempts == 0 {
                     ahead += plans_in(&st.add, ahead);
                 }
                 continue;

@@ -586,6 +586,39 @@ fn adoptions_wait_until_the_last_node_write_is_answered() {
 }
 
 #[test]
+fn a_block_whose_record_writes_fail_does_not_hold_back_the_others() {
+    let t0 = Instant::now();
+    let mut m = machine("10.0.0.0/8", 24);
+    restore(&mut m, &[node("x", &["10.1.0.0/24"])], t0);
+    step(&mut m, t0);
+    let later = t0 + Duration::from_secs(1);
+    step(&mut m, later);
+    assert_eq!(RECORD.with(|r| r.borrow().holders()).get("10.1.0.0/24").map(String::as_str), Some("x"));
+    // 25 joins, whose block's write fails (a 500): they wait for its retry.
+    for i in 0..25 {
+        m.node_event(Event::Apply(node(&format!("a{i:02}"), &[])), later);
+    }
+    let t1 = later + SETTLE;
+    m.tick(t1);
+    let commits: Vec<_> = m
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Commit(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(commits.len(), 1);
+    let failed = CommitResult::Retry { code: "500".into(), message: "etcdserver: request timed out".into() };
+    m.committed(commits[0].clone(), failed, t1);
+    // x is deleted meanwhile: its entry leaves the record (and its CIDR is free) at once, not
+    // after the other block's writes succeed.
+    m.node_event(Event::Delete(node("x", &["10.1.0.0/24"])), t1);
+    step(&mut m, t1);
+    assert_eq!(RECORD.with(|r| r.borrow().holders()).get("10.1.0.0/24"), None);
+}
+
+#[test]
 fn record_writes_held_back_never_have_the_executor_spin() {
     let t0 = Instant::now();
     let mut m = machine("10.244.0.0/16", 24);
