@@ -210,8 +210,10 @@ fn pool_runs_out_then_a_deleted_node_frees_room_for_the_waiting_one() {
     assert_eq!(ev["type"], json!("Warning"));
     assert_eq!(ev["involvedObject"]["kind"], json!("Node"));
     assert!(api.node_cidrs()["node-r"].is_empty());
-    assert_eq!(op.metric("podcidr_pool_node_cidrs_allocated", &[("pool", "default"), ("family", "ipv4")]), Some(2.0));
-    assert_eq!(op.metric("podcidr_pool_node_cidrs", &[("pool", "default"), ("family", "ipv4")]), Some(2.0));
+    // The gauges follow within 250 ms.
+    let gauge = |name: &str| op.metric(name, &[("pool", "default"), ("family", "ipv4")]);
+    assert!(api.wait_for(SOON, |_| gauge("podcidr_pool_node_cidrs_allocated") == Some(2.0)));
+    assert_eq!(gauge("podcidr_pool_node_cidrs"), Some(2.0));
 
     let p_cidr = api.node_cidrs()["node-p"].clone();
     api.delete_node("node-p");
@@ -236,8 +238,13 @@ fn a_cidr_outside_every_pool_is_kept_as_foreign_and_the_operator_keeps_running()
     assert_no_overlap(&c);
     assert_eq!(c["old-foreign"], vec!["192.168.77.0/24".to_string()]);
     assert_eq!(c["old-inside"], vec!["10.244.0.0/24".to_string()], "adopted, not re-IPed");
-    assert!(api.wait_for(SOON, |_| op.metric("podcidr_pool_foreign_cidrs", &[]) == Some(1.0)));
-    assert_eq!(op.metric("podcidr_pool_node_cidrs_allocated", &[("pool", "default"), ("family", "ipv4")]), Some(6.0));
+    // The gauges follow within 250 ms.
+    let allocated =
+        |op: &Operator| op.metric("podcidr_pool_node_cidrs_allocated", &[("pool", "default"), ("family", "ipv4")]);
+    assert!(
+        api.wait_for(SOON, |_| op.metric("podcidr_pool_foreign_cidrs", &[]) == Some(1.0)
+            && allocated(&op) == Some(6.0))
+    );
     assert!(op.alive() && op.ready());
     assert_eq!(api.count("PATCH", "/api/v1/nodes/old-foreign", None), 0, "the foreign node is left alone");
 }
