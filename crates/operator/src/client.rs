@@ -107,18 +107,26 @@ where
     }
 }
 
+/// No read on an API connection waits longer than this. kube sets no read timeout, so a
+/// request the API server never answers (a pool status write, an Event) would hold its task for
+/// good; the allocation and Lease requests have shorter deadlines of their own. Above the 290 s
+/// a watch asks the server for, so an idle watch is closed by the server first.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(295);
+
 /// The kube config: `--kubeconfig FILE`, else kube's inference (KUBECONFIG, ~/.kube/config,
-/// in-cluster).
+/// in-cluster), with [`READ_TIMEOUT`].
 pub async fn config(kubeconfig: Option<&Path>) -> Result<Config, String> {
-    match kubeconfig {
+    let mut config = match kubeconfig {
         Some(path) => {
             let kc = Kubeconfig::read_from(path).map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?;
             Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
                 .await
-                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))
+                .map_err(|e| format!("--kubeconfig {}: {e}", path.display()))?
         }
-        None => Config::infer().await.map_err(|e| format!("no Kubernetes configuration: {e}")),
-    }
+        None => Config::infer().await.map_err(|e| format!("no Kubernetes configuration: {e}"))?,
+    };
+    config.read_timeout.get_or_insert(READ_TIMEOUT);
+    Ok(config)
 }
 
 /// A client whose every request goes through a rate limit of its own, without kube's retries.
@@ -133,6 +141,21 @@ pub fn limited(mut config: Config, qps: f64, burst: u32) -> Result<Client, Strin
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn every_request_has_a_read_timeout() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(
+            &path,
+            "apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: 'https://127.0.0.1:6443'}}]\n\
+             users: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\n\
+             current-context: x\n",
+        )
+        .unwrap();
+        let config = config(Some(&path)).await.unwrap();
+        assert_eq!(config.read_timeout, Some(READ_TIMEOUT));
+    }
 
     #[test]
     fn burst_then_rate() {

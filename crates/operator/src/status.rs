@@ -37,9 +37,8 @@ use ipnet::IpNet;
 use k8s_openapi::api::core::v1::Node;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::api::{Api, DynamicObject, ListParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::watcher::Event;
-use kube::{Client, Config, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -432,17 +431,7 @@ pub fn render_json(r: &Report) -> String {
 }
 
 async fn client(kubeconfig: Option<PathBuf>) -> Result<Client, String> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let kc = Kubeconfig::read_from(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-                .await
-                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))?
-        }
-        None => Config::infer()
-            .await
-            .map_err(|e| format!("no kubeconfig found (KUBECONFIG, ~/.kube/config, in-cluster): {e}"))?,
-    };
+    let config = super::client::config(kubeconfig.as_deref()).await?;
     Client::try_from(config).map_err(|e| format!("cannot make an API client: {e}"))
 }
 
