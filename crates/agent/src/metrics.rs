@@ -24,7 +24,7 @@ use std::path::Path;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = podcidr_probe::OPENMETRICS;
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 type AddrLabels = [(&'static str, String); 4];

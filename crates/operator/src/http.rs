@@ -25,27 +25,19 @@
 //!
 //! Only GET and HEAD; anything else is 405, an unknown path 404.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http_body_util::Full;
-use hyper::body::{Bytes, Incoming};
-use hyper::header::{ALLOW, CONTENT_TYPE as CONTENT_TYPE_HEADER};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, HeaderValue};
+use hyper::{Method, Request, StatusCode};
+use podcidr_probe::{Reply, reply, text};
 use tokio::task::JoinHandle;
 
 use super::metrics::{CONTENT_TYPE, Metrics};
-
-/// A slow or idle client must not hold a connection (and a file descriptor) for ever.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The readiness flag behind `/readyz`; clones share it.
 #[derive(Clone, Debug, Default)]
@@ -150,45 +142,17 @@ impl Server {
 /// Bind `addr` and serve `routes` on it from a spawned task (call inside a tokio runtime).
 /// The error names the address, for the start-up error message.
 pub async fn serve(addr: SocketAddr, routes: Routes) -> io::Result<Server> {
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on {addr} for {}: {e}", routes.name())))?;
-    let local_addr = listener.local_addr()?;
-    tracing::info!("{} listening on {local_addr}", routes.name());
+    let name = routes.name();
     let routes = Arc::new(routes);
-    let task = tokio::spawn(accept_loop(listener, routes));
+    let (local_addr, task) = podcidr_probe::serve(addr, name, move |req| {
+        let reply = respond(&routes, &req);
+        async move { reply }
+    })
+    .await?;
     Ok(Server { local_addr, task })
 }
 
-async fn accept_loop(listener: TcpListener, routes: Arc<Routes>) {
-    loop {
-        let stream = match listener.accept().await {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                // EMFILE and the like: keep serving once descriptors come back, without spinning.
-                tracing::warn!("accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let routes = Arc::clone(&routes);
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let routes = Arc::clone(&routes);
-                async move { Ok::<_, Infallible>(respond(&routes, &req)) }
-            });
-            let conn = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(e) = conn.await {
-                tracing::debug!("HTTP connection: {e}");
-            }
-        });
-    }
-}
-
-fn respond(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(routes: &Routes, req: &Request<Incoming>) -> Reply {
     let path = req.uri().path();
     let known = match path {
         "/metrics" => routes.metrics.is_some(),
@@ -200,15 +164,11 @@ fn respond(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
         let mut resp = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
-        resp.headers_mut().insert(ALLOW, "GET, HEAD".parse().expect("static header value"));
+        resp.headers_mut().insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return resp;
     }
     match (path, &routes.metrics, &routes.health) {
-        ("/metrics", Some(metrics), _) => {
-            let mut resp = Response::new(Full::new(Bytes::from(metrics.encode())));
-            resp.headers_mut().insert(CONTENT_TYPE_HEADER, CONTENT_TYPE.parse().expect("static header value"));
-            resp
-        }
+        ("/metrics", Some(metrics), _) => reply(StatusCode::OK, CONTENT_TYPE, metrics.encode()),
         ("/readyz", _, Some((ready, _))) if !ready.is_ready() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "not ready: restoring the existing allocations\n")
         }
@@ -219,17 +179,11 @@ fn respond(routes: &Routes, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE_HEADER, "text/plain; charset=utf-8".parse().expect("static header value"));
-    resp
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::io::{Read, Write};
+    use std::time::Duration;
 
     /// One HTTP/1.1 request over a plain socket, as a probe or a scraper sends it; returns the
     /// status code, the headers (lower-cased names) and the body.

@@ -30,7 +30,7 @@ use prometheus_client::registry::{Registry, Unit};
 
 /// The `Content-Type` of [`Metrics::encode`]'s output (OpenMetrics text, which Prometheus
 /// scrapes natively).
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = podcidr_probe::OPENMETRICS;
 
 /// Upper bounds of the assignment histogram's buckets, in seconds. From a few milliseconds (a
 /// Node patched on the first try) to minutes (a node waiting for a pool to grow).
